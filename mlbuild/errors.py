@@ -1,0 +1,143 @@
+"""One error hierarchy for the whole tool.
+
+Library code raises these; only the CLI renders them (``error:``, ``caused by:``,
+``hint:``).  Every error names the thing, what was expected and what was found;
+``hints`` say what to do next.  Each class maps to a process exit code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class MlbuildError(Exception):
+    """Base of every error mlbuild raises on purpose."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hints: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hints = tuple(hints)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(MlbuildError):
+    """The command line itself is wrong (unknown target, bad flag value)."""
+
+    exit_code = 2
+
+
+class ManifestError(MlbuildError):
+    """A manifest file is malformed or inconsistent; carries file, line and key."""
+
+    exit_code = 3
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hints: Sequence[str] = (),
+    ) -> None:
+        where = ""
+        if file is not None:
+            where = file + (f":{line}" if line is not None else "")
+            if key:
+                where += f": `{key}`"
+            where += ": "
+        super().__init__(where + message, hints=hints)
+        self.file = file
+        self.line = line
+        self.key = key
+
+
+class LockError(MlbuildError):
+    """The lockfile is missing, unreadable, or does not satisfy the manifests."""
+
+    exit_code = 4
+
+
+class StaleLockError(LockError):
+    """``lock --check`` (or realize) found the lock out of date; ``reasons`` say why."""
+
+    def __init__(self, message: str, *, reasons: Sequence[str], hints: Sequence[str] = ()) -> None:
+        super().__init__(message, hints=hints)
+        self.reasons = tuple(reasons)
+
+
+class StoreError(MlbuildError):
+    """The store cannot be opened, read or written."""
+
+    exit_code = 5
+
+
+class CorruptEntryError(StoreError):
+    """A store entry's bytes no longer match its registered hash."""
+
+
+class FetchError(MlbuildError):
+    """No mirror or upstream could deliver an artifact's bytes."""
+
+    exit_code = 6
+
+
+class HashMismatchError(FetchError):
+    """A source served bytes whose hash or size differ from the declared ones."""
+
+    def __init__(
+        self,
+        *,
+        artifact: str,
+        url: str,
+        expected: str,
+        got: str,
+        expected_size: int | None,
+        got_size: int,
+        hints: Sequence[str] = (),
+    ) -> None:
+        size_part = ""
+        if expected_size is not None and expected_size != got_size:
+            size_part = f", size expected {expected_size} bytes, got {got_size}"
+        super().__init__(
+            f"hash mismatch for `{artifact}` from {url}: expected {expected}, got {got}{size_part}",
+            hints=hints,
+        )
+        self.artifact = artifact
+        self.url = url
+        self.expected = expected
+        self.got = got
+        self.expected_size = expected_size
+        self.got_size = got_size
+
+
+class OfflineError(FetchError):
+    """``--offline`` was given and some bytes are not in the store or a local mirror."""
+
+
+class UnsafeArchiveError(FetchError):
+    """An archive member would escape the unpack directory."""
+
+
+class BuildError(MlbuildError):
+    """A builder failed; the message names the derivation and points at its log."""
+
+    exit_code = 7
+
+
+class InputError(BuildError):
+    """A builder's or a run's input data is malformed (bad image, wrong tensor size, ...)."""
+
+
+class RunError(BuildError):
+    """A benchmark run failed before or during the LoadGen test."""
+
+
+class CheckMismatchError(BuildError):
+    """``realize --check`` rebuilt an entry and it came out different."""
+
+    exit_code = 8
