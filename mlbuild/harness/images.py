@@ -1,0 +1,284 @@
+"""Image decoding, resizing and the two preprocessing recipes, plus the parallel tensor writer.
+
+Resizing is bilinear with OpenCV's ``INTER_LINEAR`` conventions, written in numpy: pixel
+centres at half-integers (``src = (dst + 0.5) * in/out - 0.5``), coordinates clamped at the
+borders, no antialiasing when shrinking. The MLPerf and YOLOX references resize with
+``cv2.resize(..., INTER_LINEAR)``; OpenCV is not in the locked environment, so this module
+reproduces its sampling grid in float32 (OpenCV's 8-bit path rounds through an 11-bit fixed
+point, so letterboxed pixels can differ from it by one grey level).
+
+Images are decoded with Pillow and converted to RGB (greyscale and CMYK too); EXIF
+orientation is *not* applied, so pixels stay in the stored orientation that the annotation
+boxes and the JPEG header's width/height describe.
+
+Output tensors are written by ``write_tensors`` into one preallocated float32 file; each image
+is processed independently and written at its own offset, so the bytes are the same for any
+number of worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlbuild.errors import InputError
+
+TENSORS_FILE = "tensors.bin"
+META_FILE = "meta.json"
+
+
+def decode_rgb(path: Path):
+    """Decode an image file to an HxWx3 uint8 RGB array."""
+    import numpy as np
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            rgb = im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"{path.name}: cannot decode image: {exc}") from None
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the image header (Pillow reads the header only)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return int(im.size[0]), int(im.size[1])
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise InputError(f"{path.name}: cannot read image header: {exc}") from None
+
+
+def _axis(n_in: int, n_out: int):
+    import numpy as np
+
+    scale = n_in / n_out
+    f = (np.arange(n_out, dtype=np.float64) + 0.5) * scale - 0.5
+    i0 = np.floor(f).astype(np.int64)
+    frac = f - i0
+    low = i0 < 0
+    i0[low] = 0
+    frac[low] = 0.0
+    high = i0 >= n_in - 1
+    i0[high] = n_in - 1
+    frac[high] = 0.0
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return i0, i1, frac.astype(np.float32)
+
+
+def resize_bilinear(img, out_w: int, out_h: int):
+    """Bilinear resize (OpenCV ``INTER_LINEAR`` grid) of an HxWxC array; returns float32."""
+    import numpy as np
+
+    h, w = img.shape[:2]
+    src = img.astype(np.float32, copy=False)
+    if (out_w, out_h) == (w, h):
+        return src.copy()
+    y0, y1, fy = _axis(h, out_h)
+    x0, x1, fx = _axis(w, out_w)
+    fy = fy[:, None, None]
+    fx = fx[None, :, None]
+    top = src[y0]
+    bottom = src[y1]
+    rows = top + (bottom - top) * fy  # out_h x w x C
+    left = rows[:, x0]
+    right = rows[:, x1]
+    return left + (right - left) * fx
+
+
+def letterbox(rgb, size: int, pad: float):
+    """YOLOX preprocessing of an RGB uint8 image: (CHW float32 BGR tensor, scale).
+
+    Resize keeping the aspect ratio so the longer side is ``size`` (new size
+    ``int(w*r) x int(h*r)``, ``r = min(size/h, size/w)``), round to uint8 as the reference does,
+    place it at the top-left corner of a ``size x size`` canvas filled with ``pad``, reorder
+    RGB -> BGR, keep raw 0..255 values.
+    """
+    import numpy as np
+
+    h, w = rgb.shape[:2]
+    r = min(size / h, size / w)
+    nw, nh = max(1, int(w * r)), max(1, int(h * r))
+    resized = resize_bilinear(rgb, nw, nh)
+    resized = np.clip(np.floor(resized + 0.5), 0, 255)
+    out = np.full((3, size, size), float(pad), dtype=np.float32)
+    out[:, :nh, :nw] = resized[:, :, ::-1].transpose(2, 0, 1)
+    return out, r
+
+
+def retinanet(rgb, size: int):
+    """MLPerf RetinaNet preprocessing: resize to ``size x size`` (no aspect keep), RGB, 0..1, CHW."""
+    resized = resize_bilinear(rgb, size, size)
+    resized /= 255.0
+    return resized.transpose(2, 0, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The parallel writer.
+
+_RECIPES: dict[str, Callable[..., Any]] = {}
+
+
+def _recipe_letterbox(rgb, params):
+    return letterbox(rgb, params["size"], params["pad"])
+
+
+def _recipe_retinanet(rgb, params):
+    h, w = rgb.shape[:2]
+    size = params["size"]
+    return retinanet(rgb, size), [size / w, size / h]
+
+
+_RECIPES["letterbox"] = _recipe_letterbox
+_RECIPES["retinanet"] = _recipe_retinanet
+
+
+def _work(args) -> list[tuple[int, Any, int, int]]:
+    """Process a chunk of samples; writes each tensor into the shared file at its offset."""
+    import numpy as np
+
+    recipe, params, out_path, shape, items = args
+    n, c, hh, ww = shape
+    mm = np.memmap(out_path, dtype=np.float32, mode="r+", shape=(n, c, hh, ww))
+    fn = _RECIPES[recipe]
+    done = []
+    try:
+        for index, image_path, exp_w, exp_h in items:
+            rgb = decode_rgb(Path(image_path))
+            h, w = rgb.shape[:2]
+            if (w, h) != (exp_w, exp_h):
+                raise InputError(
+                    f"{Path(image_path).name}: decoded size {w}x{h} does not match the "
+                    f"annotations' {exp_w}x{exp_h}"
+                )
+            tensor, scale = fn(rgb, params)
+            mm[index] = tensor
+            done.append((index, scale, w, h))
+        mm.flush()
+    finally:
+        del mm
+    return done
+
+
+def _chunks(items: Sequence[Any], jobs: int) -> list[list[Any]]:
+    if not items:
+        return []
+    per = max(1, min(16, len(items) // (jobs * 4) or 1))
+    return [list(items[i : i + per]) for i in range(0, len(items), per)]
+
+
+def write_tensors(
+    *,
+    recipe: str,
+    params: dict[str, Any],
+    dataset: Path,
+    images: Sequence[dict[str, Any]],
+    out: Path,
+    channels: int,
+    size: int,
+    jobs: int,
+    log: Callable[[str], None],
+    extra_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """Preprocess ``images`` (annotation entries, in sample order) into ``out/tensors.bin``.
+
+    Writes ``out/meta.json`` and returns the meta document. ``jobs`` worker processes share
+    the work; the output bytes do not depend on ``jobs``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n = len(images)
+    if n == 0:
+        raise InputError("annotations.json: empty dataset, nothing to preprocess")
+    shape = (n, channels, size, size)
+    items = []
+    for i, img in enumerate(images):
+        path = Path(dataset) / img["file_name"]
+        if not path.is_file():
+            raise InputError(f"{img['file_name']}: image listed in annotations.json is missing from the dataset")
+        items.append((i, str(path), int(img["width"]), int(img["height"])))
+    out_path = Path(out) / TENSORS_FILE
+    nbytes = n * channels * size * size * 4
+    with open(out_path, "wb") as fh:
+        fh.truncate(nbytes)
+    tasks = [(recipe, params, str(out_path), shape, chunk) for chunk in _chunks(items, max(1, jobs))]
+    results: list[tuple[int, Any, int, int]] = []
+    if jobs <= 1 or len(tasks) <= 1:
+        for t in tasks:
+            results.extend(_work(t))
+    else:
+        methods = multiprocessing.get_all_start_methods()
+        ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+            for done in pool.map(_work, tasks):
+                results.extend(done)
+    results.sort(key=lambda r: r[0])
+    if [r[0] for r in results] != list(range(n)):
+        raise InputError(f"{TENSORS_FILE}: preprocessing produced {len(results)} of {n} samples")
+    log(f"preprocessed {n} images into {TENSORS_FILE} ({nbytes} bytes, {jobs} jobs)")
+    samples = []
+    for (i, scale, w, h), img in zip(results, images):
+        samples.append(
+            {
+                "file_name": img["file_name"],
+                "height": h,
+                "image_id": img["id"],
+                "scale": scale,
+                "width": w,
+            }
+        )
+    meta = {
+        "dtype": "float32",
+        "layout": "NCHW",
+        "shape": list(shape),
+        "samples": samples,
+        **extra_meta,
+    }
+    (Path(out) / META_FILE).write_text(json.dumps(meta, sort_keys=True) + "\n", encoding="utf-8")
+    # Sanity: the file has exactly the promised size.
+    if out_path.stat().st_size != nbytes:
+        raise InputError(f"{TENSORS_FILE}: wrote {out_path.stat().st_size} bytes, expected {nbytes}")
+    return meta
+
+
+def read_meta(inp: Path) -> tuple[dict[str, Any], Path]:
+    """Read and check a preprocessed-tensors input: returns (meta, path of tensors.bin)."""
+    inp = Path(inp)
+    meta_path = inp / META_FILE
+    tensors = inp / TENSORS_FILE
+    if not meta_path.is_file():
+        raise InputError(f"{inp.name}: no `{META_FILE}` in the preprocessed input")
+    if not tensors.is_file():
+        raise InputError(f"{inp.name}: no `{TENSORS_FILE}` in the preprocessed input")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise InputError(f"{META_FILE}: cannot read: {exc}") from None
+    shape = meta.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 4 and all(isinstance(v, int) and v >= 0 for v in shape)):
+        raise InputError(f"{META_FILE}: `shape` must be 4 non-negative integers, got {shape!r}")
+    if meta.get("dtype") != "float32":
+        raise InputError(f"{META_FILE}: `dtype` must be `float32`, got {meta.get('dtype')!r}")
+    if meta.get("layout", "NCHW") != "NCHW":
+        raise InputError(f"{META_FILE}: `layout` must be `NCHW`, got {meta.get('layout')!r}")
+    n, c, h, w = shape
+    if n == 0:
+        raise InputError(f"{META_FILE}: empty dataset, `shape` has 0 samples")
+    samples = meta.get("samples")
+    if not isinstance(samples, list) or len(samples) != n:
+        got = len(samples) if isinstance(samples, list) else samples
+        raise InputError(f"{META_FILE}: `samples` has {got} entries but `shape` says {n}")
+    expected = n * c * h * w * 4
+    actual = tensors.stat().st_size
+    if actual != expected:
+        raise InputError(
+            f"{TENSORS_FILE}: size is {actual} bytes, expected {expected} "
+            f"(shape {n}x{c}x{h}x{w} float32 from {META_FILE})"
+        )
+    return meta, tensors
