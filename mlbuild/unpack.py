@@ -13,6 +13,9 @@ is ever written outside it.
 
 from __future__ import annotations
 
+import bz2
+import contextlib
+import gzip
 import lzma
 import os
 import posixpath
@@ -34,16 +37,10 @@ Format = Literal["tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip", "auto"]
 
 _CHUNK = 1 << 20
 _CORRUPT = (
-    tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError,
+    tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError, gzip.BadGzipFile,
     RuntimeError, NotImplementedError, lzma.LZMAError, zlib.error,
 )
-_TAR_MODES = {
-    "tar": "r|",
-    "tar.gz": "r|gz",
-    "tgz": "r|gz",
-    "tar.xz": "r|xz",
-    "tar.bz2": "r|bz2",
-}
+_TAR_FORMATS = ("tar", "tar.gz", "tgz", "tar.xz", "tar.bz2")
 
 
 def detect_format(archive: Path) -> str:
@@ -260,6 +257,29 @@ def _zip_members(zf: zipfile.ZipFile, ex: _Extractor) -> Iterator[tuple[_Member,
             raise ex.refuse(name, f"has an unsupported file type {oct(ftype)}")
 
 
+class _Counting:
+    """A read-only stream wrapper counting the bytes read through it."""
+
+    def __init__(self, inner: IO[bytes]) -> None:
+        self.inner = inner
+        self.n = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.inner.read(size)
+        self.n += len(data)
+        return data
+
+
+def _decompressed(raw: IO[bytes], fmt: str) -> IO[bytes]:
+    if fmt in ("tar.gz", "tgz"):
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    if fmt == "tar.xz":
+        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+    if fmt == "tar.bz2":
+        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+    return contextlib.nullcontext(raw)  # type: ignore[return-value]
+
+
 def _empty(dest: Path) -> None:
     for entry in os.scandir(dest):
         if entry.is_dir(follow_symlinks=False):
@@ -285,7 +305,7 @@ def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: in
         raise ValueError("strip_components must be >= 0")
     if fmt == "auto":
         fmt = detect_format(archive)  # type: ignore[assignment]
-    if fmt not in _TAR_MODES and fmt != "zip":
+    if fmt not in _TAR_FORMATS and fmt != "zip":
         raise FetchError(f"unknown archive format `{fmt}` for {archive}")
     ex = _Extractor(archive, dest, strip_components)
     try:
@@ -294,9 +314,23 @@ def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: in
                 for member, data in _zip_members(zf, ex):
                     ex.add(member, data)
         else:
-            with open(archive, "rb") as raw, tarfile.open(fileobj=raw, mode=_TAR_MODES[fmt]) as tf:
-                for member, data in _tar_members(tf, ex):
-                    ex.add(member, data)
+            with open(archive, "rb") as raw, _decompressed(raw, fmt) as plain:
+                counted = _Counting(plain)
+                with tarfile.open(fileobj=counted, mode="r|") as tf:  # type: ignore[call-overload]
+                    for member, data in _tar_members(tf, ex):
+                        ex.add(member, data)
+                    end = tf.offset
+                # Read to the end: checks the compressed stream is complete (gzip CRC etc.),
+                # and that an end-of-archive block follows the last member (tarfile itself
+                # silently accepts an archive cut at a member boundary).
+                while counted.read(_CHUNK):
+                    pass
+                if counted.n < end + tarfile.BLOCKSIZE:
+                    raise FetchError(
+                        f"cannot unpack {archive} ({fmt}): archive is truncated "
+                        f"(no end-of-archive marker after {end} bytes)",
+                        hints=("the file may be corrupt or cut short",),
+                    )
         ex.final_check()
     except BaseException as e:
         try:
