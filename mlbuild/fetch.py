@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from mlbuild._native import Hasher
-from mlbuild.errors import FetchError, HashMismatchError, OfflineError
+from mlbuild.errors import FetchError, HashMismatchError, OfflineError, StoreError
 from mlbuild.mirrors import Mirror, Source, candidates
 from mlbuild.reporter import NullReporter, Reporter
 
@@ -82,6 +82,14 @@ class _Mismatch(Exception):
         self.got_size = got_size
 
 
+class _DestWriteError(Exception):
+    """Writing the destination failed (disk full, ...): no other source can help."""
+
+    def __init__(self, cause: OSError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
 class _Sink:
     """The destination file plus running digests; restartable from zero."""
 
@@ -92,8 +100,11 @@ class _Sink:
         self.reset()
 
     def reset(self) -> None:
-        self.f.seek(0)
-        self.f.truncate()
+        try:
+            self.f.seek(0)
+            self.f.truncate()
+        except OSError as e:
+            raise _DestWriteError(e) from e
         self.n = 0
         self.hasher = Hasher()
         self.md5 = hashlib.md5(usedforsecurity=False) if self.spec.md5 else None
@@ -110,7 +121,10 @@ class _Sink:
                 got,
                 f"served more than the expected {limit} bytes",
             )
-        self.f.write(chunk)
+        try:
+            self.f.write(chunk)
+        except OSError as e:
+            raise _DestWriteError(e) from e
         self.hasher.update(chunk)
         if self.md5 is not None:
             self.md5.update(chunk)
@@ -263,12 +277,22 @@ class Fetcher:
                         if len(sources) > 1:
                             self.reporter.on_message(f"{spec.artifact}: {src.location}: {e}")
                         continue
-                    f.flush()
-                    os.fsync(f.fileno())
+                    try:
+                        f.flush()
+                        os.fsync(f.fileno())
+                    except OSError as e:
+                        raise _DestWriteError(e) from e
                     ok = True
                     self.reporter.on_task_done(key, f"from {src.location}")
                     return result
                 sink.reset()
+        except _DestWriteError as e:
+            self.reporter.on_task_done(key, "failed")
+            raise StoreError(
+                f"cannot write the download of `{spec.artifact}` to {dest}: "
+                f"{e.cause.strerror or e.cause}",
+                hints=("check free space and permissions of the store",),
+            ) from e.cause
         finally:
             if not ok:
                 try:
@@ -376,13 +400,22 @@ class Fetcher:
                         sink.reset()
                     if clen is not None and clen.isdigit():
                         total = int(clen)
+                expected = sink.spec.size
+                if total is not None and expected is not None and total != expected:
+                    # Wrong length announced: reject without downloading the body.
+                    raise _Mismatch(
+                        _expected_label(sink.spec),
+                        f"a {total}-byte body",
+                        total,
+                        f"announces {total} bytes, expected {expected}",
+                    )
                 for chunk in resp.iter_raw():
                     sink.write(chunk)
                 if total is not None and sink.n < total:
                     raise _Retryable(f"body cut short ({sink.n} of {total} bytes)")
                 if total is not None and sink.n > total:
                     raise _SourceFailed(f"server sent {sink.n} bytes, more than the {total} announced")
-        except (_SourceFailed, _Retryable, _RangeIgnored, _Mismatch):
+        except (_SourceFailed, _Retryable, _RangeIgnored, _Mismatch, _DestWriteError):
             raise
         except httpx.TooManyRedirects:
             raise _SourceFailed(f"too many redirects (limit {self.max_redirects})") from None
@@ -396,8 +429,6 @@ class Fetcher:
             raise _Retryable(f"connection broken: {_describe(e)}") from None
         except httpx.HTTPError as e:
             raise _SourceFailed(f"HTTP error: {_describe(e)}") from None
-        except OSError as e:
-            raise _SourceFailed(f"cannot write download: {e.strerror or e}") from None
 
     # -- verification and errors ---------------------------------------------------------
 

@@ -1,0 +1,3 @@
+from mlbuild.cli import entrypoint
+
+entrypoint()

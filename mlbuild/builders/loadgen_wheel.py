@@ -1,0 +1,113 @@
+"""`loadgen-wheel`: the official LoadGen core compiled through our pyo3 binding.
+
+Input ``source`` is the unpacked official ``mlcommons-loadgen`` sdist (a locked
+`sdist` artifact).  The crate ``rust_loadgen_bindings`` (with the Cargo
+workspace and Cargo.lock) is copied into the build directory and built by
+maturin into ``out/mlbuild_loadgen-*.whl``; its sources' digest, Cargo.lock and
+the rustc, maturin and C++ compiler versions are part of the derivation's
+identity (``fingerprint_extra``).  Crates come from the Cargo registry pinned by
+Cargo.lock checksums, so this builder keeps network access; build paths are
+remapped so the wheel does not depend on where it was built.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlbuild.builders import BuildContext, Param
+from mlbuild.errors import BuildError
+
+NAME = "loadgen-wheel"
+VERSION = 1
+INPUTS = {"source": "the unpacked official mlcommons-loadgen sdist"}
+PARAMS = {"profile": Param(str, "release", "cargo profile", choices=("release", "dev"))}
+NEEDS_ENV = False
+NEEDS_NETWORK = True
+TOOLS = ("cargo", "rustc", "c++", "cc")
+PASS_ENV = ("CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN")
+
+WORKSPACE_FILES = ("Cargo.toml", "Cargo.lock")
+MEMBERS = ("rust_loadgen_bindings", "native")
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent.parent
+
+
+def _version(cmd: list[str]) -> str:
+    exe = shutil.which(cmd[0])
+    if exe is None:
+        return "missing"
+    try:
+        r = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return (r.stdout or r.stderr).strip().splitlines()[0] if r.returncode == 0 else "unknown"
+
+
+def _ignore(_dir: str, names: list[str]) -> list[str]:
+    return [n for n in names if n in ("target", "__pycache__", ".pytest_cache") or n.endswith(".so")]
+
+
+@functools.cache
+def fingerprint_extra() -> dict[str, Any]:
+    from mlbuild.hashing import hash_file, hash_tree
+
+    root = project_root()
+    if not (root / "rust_loadgen_bindings" / "Cargo.toml").exists():
+        raise BuildError("the `rust_loadgen_bindings` crate is not beside this mlbuild package",
+                         hints=["install mlbuild from its source tree (`pip install -e .`)"])
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / "crate"
+        shutil.copytree(root / "rust_loadgen_bindings", copy, ignore=_ignore, symlinks=True)
+        crate = hash_tree(copy).sha256
+    return {
+        "crate_sources": crate,
+        "cargo_lock": hash_file(root / "Cargo.lock").sha256 if (root / "Cargo.lock").exists() else "none",
+        "rustc": _version(["rustc", "--version"]),
+        "cxx": _version(["c++", "--version"]),
+        "maturin": _version([sys.executable, "-m", "maturin", "--version"]),
+    }
+
+
+def build(ctx: BuildContext) -> None:
+    src = ctx.inputs["source"]
+    if not (src / "loadgen.cc").exists():
+        raise BuildError(f"`{src}` is not an unpacked mlcommons-loadgen source distribution (no `loadgen.cc`)")
+    root = project_root()
+    work = ctx.tmp / "build"
+    work.mkdir(parents=True)
+    for f in WORKSPACE_FILES:
+        if (root / f).exists():
+            shutil.copy2(root / f, work / f)
+    for m in MEMBERS:
+        shutil.copytree(root / m, work / m, ignore=_ignore, symlinks=True)
+    env = dict(os.environ)
+    env["CARGO_TARGET_DIR"] = str(ctx.tmp / "target")
+    env["MLPERF_LOADGEN_SRC"] = str(src)
+    cargo_home = env.get("CARGO_HOME", str(Path.home() / ".cargo"))
+    remap = [f"{work}=/build", f"{src}=/loadgen-src", f"{cargo_home}=/cargo", f"{ctx.tmp}=/tmp"]
+    env["RUSTFLAGS"] = " ".join(f"--remap-path-prefix={r}" for r in remap)
+    env["CFLAGS"] = env["CXXFLAGS"] = " ".join(f"-ffile-prefix-map={r}" for r in remap)
+    python = os.environ.get("MLBUILD_PYTHON", sys.executable)
+    cmd = [python, "-m", "maturin", "build", "--locked", "-m", str(work / "rust_loadgen_bindings" / "Cargo.toml"),
+           "-o", str(ctx.out), "-i", python]
+    cmd += ["--release"] if ctx.params.get("profile", "release") == "release" else []
+    ctx.log("compiling the LoadGen core and the pyo3 binding (a few minutes on 2 cores)")
+    proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        ctx.log(line.rstrip())
+    if proc.wait() != 0:
+        raise BuildError("maturin failed to build the LoadGen wheel", hints=["see the build log: `mlbuild log ENTRY`"])
+    wheels = sorted(ctx.out.glob("*.whl"))
+    if len(wheels) != 1:
+        raise BuildError(f"expected one wheel from maturin, found {[w.name for w in wheels]}")

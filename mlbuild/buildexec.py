@@ -1,0 +1,52 @@
+"""Entry point of a builder subprocess: ``python -S -E -B buildexec.py SPEC.json``.
+
+Runs inside the sandbox with only the standard library, the mlbuild package
+and (for builders that need one) a locked environment's ``site-packages`` on
+``sys.path`` - never the host's site-packages.  Reads the build spec, calls the
+builder, and reports a failure as JSON in ``SPEC.json.error`` so the parent can
+re-raise the same error class with its message and hints.
+"""
+
+import json
+import sys
+import traceback
+
+
+def main(spec_path: str) -> int:
+    with open(spec_path) as f:
+        spec = json.load(f)
+    sys.path[:0] = [p for p in [spec["package_parent"], spec.get("env_site")] if p]
+    from pathlib import Path
+
+    from mlbuild import builders
+    from mlbuild.errors import MlbuildError
+
+    def log(msg: str) -> None:
+        sys.stderr.write(msg.rstrip("\n") + "\n")
+        sys.stderr.flush()
+
+    ctx = builders.BuildContext(
+        inputs={k: Path(v) for k, v in spec["inputs"].items()},
+        params=spec["params"],
+        out=Path(spec["out"]),
+        tmp=Path(spec["tmp"]),
+        jobs=int(spec["jobs"]),
+        log=log,
+    )
+    try:
+        builders.load(spec["builder"]).build(ctx)
+    except MlbuildError as e:
+        with open(spec_path + ".error", "w") as f:
+            json.dump({"class": type(e).__name__, "message": e.message, "hints": list(e.hints)}, f)
+        return 3
+    except BaseException as e:  # a builder bug: keep the traceback in the log
+        traceback.print_exc()
+        with open(spec_path + ".error", "w") as f:
+            json.dump({"class": "BuildError", "message": f"builder `{spec['builder']}` crashed: "
+                       f"{type(e).__name__}: {e}", "hints": ["the traceback is in the build log (`mlbuild log`)"]}, f)
+        return 4
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))

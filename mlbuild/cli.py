@@ -1,0 +1,848 @@
+"""The command line: parse, run one command, render errors.  The only module that prints.
+
+Imports are lazy so that a no-op ``mlbuild realize`` starts in well under 0.1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+DESCRIPTION = """\
+mlbuild: hermetic, lockfile-driven builds and runs of MLPerf inference benchmarks.
+
+Manifests (manifests/*.toml) declare models, datasets, Python packages, builds
+and benchmark runs.  `mlbuild lock` pins every input to exact bytes in
+lock/mlbuild.lock; `mlbuild realize TARGET` builds what TARGET needs into the
+content-addressed store (./store), reusing what is already there.
+
+typical session:
+  mlbuild lock                                     # pin inputs (once, or after editing manifests)
+  mlbuild realize yolox-coco128-offline            # fetch, preprocess, run; prints mAP and samples/s
+  mlbuild realize yolox-coco128-offline --scenario SingleStream   # a new run; nothing else redone
+  mlbuild results                                  # every result in the store
+  mlbuild show yolox-coco128-offline               # what a target is and its store entry
+
+without network, point at a mirror:  --mirror ../shared/mirror   (or MLBUILD_MIRRORS)
+"""
+
+# CLI shorthands for the run parameters users change most (as CM's flags do).
+RUN_FLAGS = {
+    "scenario": ("scenario", str, "LoadGen scenario: Offline, SingleStream, Server, MultiStream"),
+    "mode": ("mode", str, "accuracy, performance or both"),
+    "loadgen": ("loadgen", str, "LoadGen backend: pyo3 (ours, built from the official source) or official (wheel)"),
+    "threads": ("intra_op_threads", int, "ONNX Runtime intra-op threads"),
+    "count": ("max_query_count", int, "test query count (LoadGen max_query_count)"),
+    "target_qps": ("target_qps", float, "Offline expected QPS / Server target QPS"),
+    "min_duration_ms": ("min_duration_ms", int, "LoadGen minimum test duration"),
+}
+
+
+class Printer:
+    def __init__(self, quiet: bool, verbose: bool, progress: bool) -> None:
+        self.quiet, self.verbose, self.progress = quiet, verbose, progress
+
+    def err(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            self.err(msg)
+
+
+class PlainReporter:
+    """Plain lines on stderr (not a terminal, or --no-progress)."""
+
+    def __init__(self, printer: Printer) -> None:
+        self.p = printer
+
+    def on_task_start(self, key: str, description: str, total: int | None = None) -> None:
+        self.p.info(f"{description} ...")
+
+    def on_task_progress(self, key: str, advance: int) -> None:
+        pass
+
+    def on_task_done(self, key: str, message: str = "") -> None:
+        if message:
+            self.p.info(message)
+
+    def on_message(self, message: str) -> None:
+        if self.p.verbose:
+            self.p.err(f"  {message}")
+
+
+class RichReporter:
+    """rich progress bars on a terminal; builder output as a status line."""
+
+    def __init__(self, printer: Printer) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.p = printer
+        self.console = Console(stderr=True)
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 DownloadColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+        self.tasks: dict[str, Any] = {}
+        self.progress.start()
+
+    def on_task_start(self, key: str, description: str, total: int | None = None) -> None:
+        self.tasks[key] = (self.progress.add_task(description, total=total), description)
+
+    def on_task_progress(self, key: str, advance: int) -> None:
+        if key in self.tasks:
+            self.progress.advance(self.tasks[key][0], advance)
+
+    def on_task_done(self, key: str, message: str = "") -> None:
+        task = self.tasks.pop(key, None)
+        if task is not None:
+            self.progress.remove_task(task[0])
+        if message and not self.p.quiet:
+            self.console.print(f"[green]✓[/] {message}")
+
+    def on_message(self, message: str) -> None:
+        name = message.split(":", 1)[0]
+        for key, (tid, desc) in self.tasks.items():
+            if key.endswith(":" + name):
+                self.progress.update(tid, description=f"{desc}: {message[len(name) + 1:].strip()[:70]}")
+        if self.p.verbose:
+            self.console.print(f"  {message}", markup=False, highlight=False)
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+# --------------------------------------------------------------------------- context
+
+
+class Ctx:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        progress = not args.no_progress and sys.stderr.isatty() and not os.environ.get("MLBUILD_NO_PROGRESS")
+        self.printer = Printer(args.quiet, args.verbose, progress)
+        self._reporter: Any = None
+        self._store: Any = None
+
+    @property
+    def reporter(self) -> Any:
+        if self._reporter is None:
+            self._reporter = RichReporter(self.printer) if self.printer.progress else PlainReporter(self.printer)
+        return self._reporter
+
+    def close(self) -> None:
+        if isinstance(self._reporter, RichReporter):
+            self._reporter.close()
+        if self._store is not None:
+            self._store.close()
+
+    @property
+    def store(self) -> Any:
+        if self._store is None:
+            from .store import Store, default_root
+
+            self._store = Store(default_root(self.args.store))
+        return self._store
+
+    def manifest(self) -> Any:
+        from . import manifest
+
+        return manifest.load(Path(self.args.manifests))
+
+    def lock_path(self) -> Path:
+        return Path(self.args.lock)
+
+    def read_lock(self) -> Any:
+        from . import lock
+
+        return lock.read(self.lock_path())
+
+    def mirrors(self) -> list[Any]:
+        from .mirrors import mirrors_from
+
+        return mirrors_from(self.args.mirror or [], os.environ)
+
+    def fetcher_factory(self, offline: bool) -> Any:
+        def make() -> Any:
+            from .fetch import Fetcher
+
+            return Fetcher(mirrors=self.mirrors(), offline=offline, reporter=self.reporter)
+
+        return make
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_lock(ctx: Ctx) -> int:
+    from . import lock as lockmod
+
+    manifest = ctx.manifest()
+    path = ctx.lock_path()
+    previous = lockmod.read(path) if path.exists() else None
+    if ctx.args.check:
+        if previous is None:
+            from .errors import LockError
+
+            raise LockError(f"no lockfile at `{path}`", hints=["run `mlbuild lock` to create it"])
+        lockmod.check(previous, manifest)
+        n = len(previous.artifacts)
+        ctx.printer.info(f"{path} satisfies the manifests ({n} artifacts pinned, {len(previous.unpinned)} unpinned)")
+        return 0
+    from .resolve import resolve
+
+    new = resolve(manifest, previous, store=ctx.store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
+                  offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
+                  project_root=path.parent.parent if path.parent.name == "lock" else Path("."))
+    changed = lockmod.write_if_changed(path, new)
+    ctx.printer.info(f"{'wrote' if changed else 'unchanged:'} {path} ({len(new.artifacts)} artifacts pinned)")
+    for u in new.unpinned.values():
+        ctx.printer.err(f"unpinned: `{u.name}`: {u.reason}")
+    if new.unpinned:
+        ctx.printer.err("hint: unpinned artifacts need network or a `--mirror` that holds them; "
+                        "targets that use them cannot be realized yet")
+    return 0
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from .graph import parse_overrides
+
+    out = parse_overrides(args.set or [])
+    for flag, (param, _typ, _doc) in RUN_FLAGS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            out[param] = value
+    return out
+
+
+def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = None) -> Any:
+    from .graph import plan
+
+    manifest = ctx.manifest()
+    lock = ctx.read_lock() if ctx.lock_path().exists() else None
+    return plan(manifest, lock, targets, overrides)
+
+
+def cmd_realize(ctx: Ctx) -> int:
+    from .realize import Realizer, require_success
+
+    graph = _plan(ctx, ctx.args.targets, _overrides(ctx.args))
+    store = ctx.store
+    with store.session():
+        r = Realizer(store, graph, fetcher_factory=ctx.fetcher_factory(ctx.args.offline), reporter=ctx.reporter,
+                     jobs=ctx.args.jobs, offline=ctx.args.offline)
+        if ctx.args.offline:
+            _offline_preflight(ctx, graph)
+        paths = r.run()
+        if ctx.lock_path().exists():
+            from .hashing import hash_file
+
+            lock_abs = ctx.lock_path().resolve()
+            root = f"lock:{lock_abs}:{hash_file(lock_abs).sha256}"
+            store.add_roots(root, store.closure(graph.nodes[t].entry for t in graph.targets), replace=False)
+        checks = r.check(ctx.args.targets) if ctx.args.check else []
+    ctx.close()
+    for t in graph.targets:
+        node = graph.nodes[t]
+        if node.kind == "run":
+            _print_run_summary(ctx, paths[t])
+    for c in checks:
+        ctx.printer.err(f"check `{c.name}`: {c.detail}")
+    require_success(checks)
+    for t in graph.targets:
+        print(paths[t])
+    return 0
+
+
+def _offline_preflight(ctx: Ctx, graph: Any) -> None:
+    """With --offline, list every fixed input that is neither in the store nor in a local mirror."""
+    from .errors import OfflineError
+    from .mirrors import candidates
+
+    missing = []
+    local = [m for m in ctx.mirrors() if not m.location.startswith(("http://", "https://"))]
+    for name in graph.order():
+        node = graph.nodes[name]
+        if not node.fixed or ctx.store.is_valid(node.entry):
+            continue
+        from .graph import archive_file, file_entry
+
+        arch = archive_file(node.artifact)
+        if arch is not None and ctx.store.is_valid(file_entry(arch)):
+            continue
+        for f in node.artifact.files:
+            urls = f.urls or ("",)
+            found = any(
+                Path(src.location).exists()
+                for u in urls for src in candidates(local, u, f.sha256)
+                if getattr(src, "is_local", not str(src.location).startswith(("http://", "https://")))
+            )
+            if not found:
+                missing.append(f"{name}/{f.path}" if f.path else name)
+    if missing:
+        raise OfflineError(
+            f"--offline: {len(missing)} file(s) are neither in the store nor in a local mirror: "
+            + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""),
+            hints=["pass `--mirror DIR` with a mirror that holds them, or drop `--offline`"],
+        )
+
+
+def _print_run_summary(ctx: Ctx, path: Path) -> None:
+    try:
+        from .harness.summary import format_summary, load_result
+
+        result = load_result(path)
+    except Exception as e:  # a result without result.json is still a result
+        ctx.printer.err(f"(no summary for {path.name}: {e})")
+        return
+    ctx.printer.info(format_summary(result))
+
+
+def cmd_show(ctx: Ctx) -> int:
+    if ctx.args.list:
+        manifest = ctx.manifest()
+        for name, d in manifest.decls.items():
+            kind = getattr(d, "builder", None) or d.kind
+            print(f"{name:40s} {d.kind:6s} {kind if d.kind == 'build' else '':18s} {d.description}")
+        return 0
+    if not ctx.args.target:
+        from .errors import UsageError
+
+        raise UsageError("`mlbuild show` needs a TARGET or a store path (or `--list`)")
+    target = ctx.args.target
+    manifest = ctx.manifest()
+    if target in manifest.decls:
+        graph = _plan(ctx, [target], _overrides(ctx.args))
+        node = graph.nodes[target]
+        d = manifest.decls[target]
+        info = ctx.store.info(node.entry)
+        data: dict[str, Any] = {
+            "name": target, "kind": node.kind, "entry": node.entry,
+            "path": str(ctx.store.path(node.entry)), "valid": info is not None,
+            "declared_at": f"{d.where.file}:{d.where.line}", "description": d.description,
+            "fingerprint": node.fingerprint, "inputs": {k: graph.nodes[v].entry for k, v in node.inputs.items()},
+        }
+        if node.builder:
+            from . import builders
+
+            mod = builders.load(node.builder)
+            data["builder"] = node.builder
+            data["params"] = dict(node.params)
+            data["param_docs"] = {k: p.doc for k, p in mod.PARAMS.items()}
+    else:
+        name = ctx.store.resolve(target)
+        info = ctx.store.info(name)
+        assert info is not None
+        data = {"entry": name, "path": str(ctx.store.path(name)), "kind": info.kind, "valid": True,
+                "deriver": info.deriver, "references": list(info.references)}
+    if info is not None:
+        data.update({"method": info.hash.method, "size": info.hash.size, "sha256": info.hash.sha256,
+                     "blake3": info.hash.blake3, "sandbox": info.sandbox})
+    if ctx.args.json:
+        print(json.dumps(data, indent=2, sort_keys=True))
+        return 0
+    for k in ("name", "kind", "builder", "entry", "path", "valid", "declared_at", "description", "method",
+              "size", "sha256", "blake3", "sandbox"):
+        if k in data and data[k] not in ("", None):
+            print(f"{k:12s} {data[k]}")
+    if data.get("params"):
+        print("params")
+        for k, v in data["params"].items():
+            doc = data.get("param_docs", {}).get(k, "")
+            print(f"  {k} = {json.dumps(v)}" + (f"    # {doc}" if doc else ""))
+    if data.get("inputs"):
+        print("inputs")
+        for k, v in sorted(data["inputs"].items()):
+            print(f"  {k} = {v}")
+    if data.get("references"):
+        print("references")
+        for r in data["references"]:
+            print(f"  {r}")
+    return 0
+
+
+def cmd_graph(ctx: Ctx) -> int:
+    graph = _plan(ctx, [ctx.args.target], _overrides(ctx.args))
+    fmt = ctx.args.format
+    order = graph.order()
+    if fmt == "json":
+        out = {n: {"kind": graph.nodes[n].kind, "entry": graph.nodes[n].entry,
+                   "inputs": dict(graph.nodes[n].inputs), "valid": ctx.store.is_valid(graph.nodes[n].entry)}
+               for n in order}
+        print(json.dumps(out, indent=2, sort_keys=True))
+    elif fmt == "dot":
+        print("digraph mlbuild {")
+        print("  rankdir=LR;")
+        for n in order:
+            node = graph.nodes[n]
+            shape = "box" if node.fixed else ("doubleoctagon" if node.kind == "run" else "ellipse")
+            print(f'  "{n}" [shape={shape}, label="{n}\\n{node.entry[:12]}"];')
+            for k, dep in sorted(node.inputs.items()):
+                print(f'  "{dep}" -> "{n}" [label="{k}"];')
+        print("}")
+    else:
+        def walk(n: str, prefix: str, label: str, seen: set[str]) -> None:
+            node = graph.nodes[n]
+            mark = "✓" if ctx.store.is_valid(node.entry) else "·"
+            print(f"{prefix}{label}{n} [{node.kind}] {mark} {node.entry}")
+            if n in seen and node.inputs:
+                print(f"{prefix}    ...")
+                return
+            seen.add(n)
+            for k, dep in sorted(node.inputs.items()):
+                walk(dep, prefix + "    ", f"{k}: ", seen)
+
+        walk(graph.targets[0], "", "", set())
+    return 0
+
+
+def cmd_why_depends(ctx: Ctx) -> int:
+    from .errors import UsageError
+
+    manifest = ctx.manifest()
+    a, b = ctx.args.a, ctx.args.b
+    if a in manifest.decls:
+        graph = _plan(ctx, [a])
+        if b not in graph.nodes:
+            b_entries = {n for n, node in graph.nodes.items() if node.entry == b or node.entry.startswith(b)}
+            if not b_entries:
+                raise UsageError(f"`{a}` does not depend on `{b}`")
+            b = sorted(b_entries)[0]
+        edges = {n: [(k, v) for k, v in sorted(node.inputs.items())] for n, node in graph.nodes.items()}
+        start = a
+    else:
+        store = ctx.store
+        a_entry, b_entry = store.resolve(a), store.resolve(b)
+        edges = {}
+        for n in store.closure([a_entry]):
+            info = store.info(n)
+            edges[n] = [("", r) for r in info.references] if info else []
+        start, b = a_entry, b_entry
+    # BFS for the shortest chain
+    prev: dict[str, tuple[str, str] | None] = {start: None}
+    queue = [start]
+    while queue:
+        n = queue.pop(0)
+        if n == b:
+            break
+        for label, dep in edges.get(n, []):
+            if dep not in prev:
+                prev[dep] = (n, label)
+                queue.append(dep)
+    if b not in prev:
+        raise UsageError(f"`{a}` does not depend on `{b}`")
+    chain = []
+    cur: str | None = b
+    while cur is not None:
+        p = prev[cur]
+        chain.append((cur, p[1] if p else ""))
+        cur = p[0] if p else None
+    chain.reverse()
+    for i, (n, label) in enumerate(chain):
+        print(("  " * i) + ("└─ " if i else "") + (f"{label}: " if label else "") + n)
+    return 0
+
+
+def cmd_log(ctx: Ctx) -> int:
+    manifest_names = set()
+    try:
+        manifest_names = set(ctx.manifest().decls)
+    except Exception:
+        pass
+    if ctx.args.path in manifest_names:
+        entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args)).nodes[ctx.args.path].entry
+    else:
+        entry = ctx.store.resolve(ctx.args.path)
+    log = ctx.store.log_path(entry)
+    if not log.exists():
+        from .errors import StoreError
+
+        raise StoreError(f"no build log for `{entry}`", hints=["fetched entries have no log; only builds and runs do"])
+    sys.stdout.write(log.read_text())
+    return 0
+
+
+def cmd_gc(ctx: Ctx) -> int:
+    freed = ctx.store.gc(dry_run=ctx.args.dry_run)
+    total = sum(s for _, s in freed)
+    for name, size in freed:
+        print(f"{'would remove' if ctx.args.dry_run else 'removed'} {name} ({size} bytes)")
+    ctx.printer.info(f"{len(freed)} entries, {total / 2**20:.1f} MiB {'would be ' if ctx.args.dry_run else ''}freed")
+    return 0
+
+
+def cmd_store_verify(ctx: Ctx) -> int:
+    from .errors import CorruptEntryError
+
+    store = ctx.store
+    bad = []
+    names = store.entries()
+    for name in names:
+        ok, why = store.verify_entry(name)
+        if not ok:
+            bad.append((name, why))
+            ctx.printer.err(f"corrupt: {name}: {why}")
+    if bad and ctx.args.repair:
+        _repair(ctx, [n for n, _ in bad])
+        still = [n for n, _ in bad if not store.verify_entry(n)[0]]
+        if still:
+            raise CorruptEntryError(f"{len(still)} entries could not be repaired: {', '.join(still)}")
+        ctx.printer.info(f"repaired {len(bad)} entries")
+        return 0
+    if bad:
+        raise CorruptEntryError(f"{len(bad)} of {len(names)} store entries are corrupt",
+                                hints=["`mlbuild store verify --repair` refetches or rebuilds them"])
+    ctx.printer.info(f"{len(names)} entries verified")
+    return 0
+
+
+def _repair(ctx: Ctx, entries: list[str]) -> None:
+    """Refetch or rebuild corrupt entries: find which target of the manifests produces each."""
+    from .errors import CorruptEntryError
+    from .graph import plan
+    from .realize import Realizer
+
+    manifest = ctx.manifest()
+    lock = ctx.read_lock() if ctx.lock_path().exists() else None
+    wanted = set(entries)
+    targets = []
+    for name in manifest.decls:
+        try:
+            g = plan(manifest, lock, [name])
+        except Exception:
+            continue
+        for n, node in g.nodes.items():
+            if node.entry in wanted and n not in targets:
+                targets.append(n)
+    archives = {}
+    if lock is not None:
+        from .graph import archive_file, file_entry
+
+        for a in lock.artifacts.values():
+            arch = archive_file(a)
+            if arch is not None and file_entry(arch) in wanted:
+                archives[file_entry(arch)] = (a, arch)
+    unknown = wanted - {n.entry for t in targets for n in plan(manifest, lock, [t]).nodes.values()} - set(archives)
+    if unknown:
+        raise CorruptEntryError(f"no manifest target produces {', '.join(sorted(unknown))}; cannot repair it",
+                                hints=["delete it with `mlbuild gc` after dropping its roots, or re-add it"])
+    with ctx.store.session():
+        for entry, (a, arch) in archives.items():
+            from . import artifacts
+            from .store import remove_path
+
+            with ctx.store.entry_lock(entry):
+                ctx.store.db.execute("DELETE FROM refs WHERE referrer=?", (entry,))
+            remove_path(ctx.store.path(entry))
+            artifacts.ensure_archive(ctx.store, a.name, arch, a.kind, ctx.fetcher_factory(False)(), offline=False)
+        if targets:
+            graph = plan(manifest, lock, targets)
+            Realizer(ctx.store, graph, fetcher_factory=ctx.fetcher_factory(False), reporter=ctx.reporter,
+                     jobs=ctx.args.jobs, force=wanted).run()
+
+
+def cmd_store_add(ctx: Ctx) -> int:
+    from .errors import UsageError
+    from .graph import flat_entry
+    from .hashing import hash_file
+
+    src = Path(ctx.args.file)
+    if not src.is_file():
+        raise UsageError(f"`{src}` is not a file")
+    store = ctx.store
+    name = ctx.args.name or src.name
+    with store.session(), store.staging(f"add-{os.getpid()}") as staging:
+        import shutil
+
+        out = staging / "out"
+        h = _copy_hashing(src, out)
+        entry = flat_entry(h.sha256, name)
+        with store.entry_lock(entry):
+            if not store.is_valid(entry):
+                store.commit(out, entry, kind="fixed", method="flat", known=h,
+                             deriver={"type": "fixed", "artifact": name, "kind": "added"})
+        _ = shutil, hash_file
+    print(store.path(entry))
+    return 0
+
+
+def _copy_hashing(src: Path, dest: Path) -> Any:
+    """Copy in constant memory, hashing the bytes as they pass."""
+    from . import _native
+    from .hashing import ContentHash
+
+    h = _native.Hasher()
+    buf = bytearray(4 << 20)
+    view = memoryview(buf)
+    with open(src, "rb", buffering=0) as fi, open(dest, "wb") as fo:
+        while True:
+            n = fi.readinto(buf)
+            if not n:
+                break
+            h.update(view[:n])
+            fo.write(view[:n])
+    size, sha, b3 = h.finish()
+    return ContentHash("flat", size, sha, b3)
+
+
+def cmd_mirror_export(ctx: Ctx) -> int:
+    import shutil
+
+    from .graph import archive_file, file_entry
+
+    graph = _plan(ctx, ctx.args.targets)
+    dest = Path(ctx.args.dir)
+    (dest / "sha256").mkdir(parents=True, exist_ok=True)
+    count = 0
+    missing = []
+    for name in graph.order():
+        node = graph.nodes[name]
+        if not node.fixed:
+            continue
+        a = node.artifact
+        arch = archive_file(a)
+        for f in ([arch] if arch else a.files):
+            if arch is not None:
+                src = ctx.store.path(file_entry(arch))
+            elif a.hash.method == "flat":
+                src = ctx.store.path(node.entry)
+            else:
+                src = ctx.store.path(node.entry) / f.path
+            target = dest / "sha256" / f.sha256
+            if target.exists():
+                continue
+            if not src.exists():
+                missing.append(f"{name}/{f.path}" if f.path else name)
+                continue
+            tmp = target.with_suffix(".tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, target)
+            count += 1
+    if missing:
+        from .errors import StoreError
+
+        raise StoreError(f"{len(missing)} file(s) are not in the store: {', '.join(missing[:10])}",
+                         hints=[f"run `mlbuild realize {' '.join(ctx.args.targets)}` first"])
+    ctx.printer.info(f"exported {count} new file(s) to {dest}/sha256 (content-addressed)")
+    print(dest)
+    return 0
+
+
+def cmd_results(ctx: Ctx) -> int:
+    from .harness.summary import format_summary, load_result
+
+    store = ctx.store
+    runs = [r[0] for r in store.db.execute("SELECT name FROM entries WHERE kind='run' ORDER BY name")]
+    if ctx.args.results_cmd == "show":
+        want = ctx.args.id
+        if want is None:
+            if not runs:
+                from .errors import UsageError
+
+                raise UsageError("no results in the store", hints=["`mlbuild realize yolox-coco128-offline`"])
+            want = max(runs, key=lambda n: store.path(n).stat().st_mtime_ns if store.path(n).exists() else 0)
+        name = store.resolve(want)
+        result = load_result(store.path(name))
+        if ctx.args.json:
+            print(json.dumps(result, indent=2, sort_keys=True))
+        else:
+            print(format_summary(result))
+            print(f"entry: {store.path(name)}")
+        return 0
+    rows = []
+    for name in runs:
+        try:
+            r = load_result(store.path(name))
+        except Exception as e:
+            rows.append({"entry": name, "error": str(e)})
+            continue
+        rows.append({"entry": name, **_key_figures(r)})
+    if ctx.args.json:
+        print(json.dumps(rows, indent=2, sort_keys=True))
+        return 0
+    if not rows:
+        ctx.printer.info("no results in the store yet")
+        return 0
+    print(f"{'entry':45s} {'scenario':12s} {'mode':11s} {'backend':8s} {'mAP':>8s} {'samples/s':>10s} validity")
+    for row in rows:
+        if "error" in row:
+            print(f"{row['entry'][:45]:45s} (unreadable: {row['error']})")
+            continue
+        m = f"{row['map']:.3f}" if isinstance(row.get("map"), (int, float)) else "-"
+        q = f"{row['samples_per_second']:.1f}" if isinstance(row.get("samples_per_second"), (int, float)) else "-"
+        print(f"{row['entry'][:45]:45s} {str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} "
+              f"{str(row.get('loadgen', '-')):8s} {m:>8s} {q:>10s} {row.get('validity', '-')}")
+    return 0
+
+
+def _key_figures(result: dict[str, Any]) -> dict[str, Any]:
+    from .harness.summary import key_figures
+
+    return key_figures(result)
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("global options")
+    g.add_argument("--store", metavar="DIR", help="store root (default ./store, or $MLBUILD_STORE)")
+    g.add_argument("--mirror", metavar="M", action="append",
+                   help="a mirror to try before upstream: a directory laid out by URL (like ../shared/mirror), "
+                        "a content-addressed directory or HTTP base (sha256/<hex>); repeatable; also $MLBUILD_MIRRORS")
+    g.add_argument("--manifests", metavar="DIR", default=os.environ.get("MLBUILD_MANIFESTS", "manifests"),
+                   help="manifest directory (default ./manifests)")
+    g.add_argument("--lock", metavar="FILE", default="lock/mlbuild.lock", help="lockfile (default lock/mlbuild.lock)")
+    g.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="parallel jobs (default: cores)")
+    g.add_argument("-v", "--verbose", action="store_true", help="show builder output and tracebacks")
+    g.add_argument("-q", "--quiet", action="store_true", help="only results and errors")
+    g.add_argument("--no-progress", action="store_true", help="plain lines instead of progress bars")
+
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run parameters (override the manifest; each change is a new run)")
+    g.add_argument("--set", metavar="KEY=VALUE", action="append", help="any builder/run parameter")
+    for flag, (_param, typ, doc) in RUN_FLAGS.items():
+        g.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=typ, help=doc)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mlbuild", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, help: str, epilog: str = "") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        _common(p)
+        return p
+
+    p = add("lock", "pin every manifest input to exact sources and hashes in the lockfile",
+            "The lock is rewritten only when something changed.  Inputs whose bytes cannot be reached\n"
+            "are listed as unpinned with the reason; everything else is still locked.")
+    p.add_argument("--check", action="store_true", help="exit non-zero, naming each entry, if the lock is stale")
+    p.add_argument("--offline", action="store_true", help="no network: pin only what the store or local mirrors hold")
+    p.add_argument("--update", metavar="NAME", action="append", help="re-resolve NAME even if its pin is current")
+    p.set_defaults(func=cmd_lock)
+
+    p = add("realize", "build TARGETs (and what they need) into the store; print their store paths",
+            "examples:\n  mlbuild realize yolox-coco128-offline\n"
+            "  mlbuild realize yolox-coco128-offline --scenario SingleStream --mode performance\n"
+            "  mlbuild realize coco128-letterbox --check     # rebuild and compare bit for bit")
+    p.add_argument("targets", nargs="+", metavar="TARGET")
+    p.add_argument("--check", action="store_true", help="rebuild built targets and report whether they are bit-identical")
+    p.add_argument("--offline", action="store_true", help="no network; list what is missing")
+    _run_flags(p)
+    p.set_defaults(func=cmd_realize)
+
+    p = add("show", "describe a target or a store entry")
+    p.add_argument("target", nargs="?", metavar="TARGET|PATH")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--list", action="store_true", help="list every target of the manifests")
+    _run_flags(p)
+    p.set_defaults(func=cmd_show)
+
+    p = add("graph", "print a target's derivation graph")
+    p.add_argument("target", metavar="TARGET")
+    p.add_argument("--format", choices=("tree", "dot", "json"), default="tree")
+    _run_flags(p)
+    p.set_defaults(func=cmd_graph)
+
+    p = add("why-depends", "show the chain by which A depends on B (targets or store paths)")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.set_defaults(func=cmd_why_depends)
+
+    p = add("log", "print the build log of a store entry or target")
+    p.add_argument("path", metavar="PATH|TARGET")
+    _run_flags(p)
+    p.set_defaults(func=cmd_log)
+
+    p = add("gc", "delete store entries no root needs (lockfile closures, results, running realizes)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    p.set_defaults(func=cmd_gc)
+
+    store_p = sub.add_parser("store", help="store maintenance: verify, add")
+    store_sub = store_p.add_subparsers(dest="store_cmd", metavar="SUBCOMMAND")
+    store_sub.required = True
+    p = store_sub.add_parser("verify", help="re-hash every entry; name each corrupt one")
+    _common(p)
+    p.add_argument("--repair", action="store_true", help="refetch or rebuild corrupt entries")
+    p.set_defaults(func=cmd_store_verify)
+    p = store_sub.add_parser("add", help="import a file you already have; same entry a fetch of its bytes gives")
+    _common(p)
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--name", help="entry name (default: the file's name; a fetch uses the URL's last component)")
+    p.set_defaults(func=cmd_store_add)
+
+    mirror_p = sub.add_parser("mirror", help="content-addressed mirrors for air-gapped machines")
+    mirror_sub = mirror_p.add_subparsers(dest="mirror_cmd", metavar="SUBCOMMAND")
+    mirror_sub.required = True
+    p = mirror_sub.add_parser("export", help="copy every fixed input of TARGETs into DIR/sha256/<hex>")
+    _common(p)
+    p.add_argument("targets", nargs="+", metavar="TARGET")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=cmd_mirror_export)
+
+    p = add("results", "list benchmark results in the store, or show one")
+    p.add_argument("results_cmd", nargs="?", choices=("show",), help="show one result as a summary table")
+    p.add_argument("id", nargs="?", help="store entry (or unique prefix); default: the newest")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_results)
+    return parser
+
+
+def _fix_export_args(argv: list[str]) -> list[str]:
+    return argv
+
+
+def render_error(e: BaseException, verbose: bool) -> int:
+    from .errors import MlbuildError, StaleLockError
+
+    if isinstance(e, MlbuildError):
+        print(f"error: {e.message}", file=sys.stderr)
+        if isinstance(e, StaleLockError):
+            for r in e.reasons:
+                print(f"  - {r}", file=sys.stderr)
+        cause = e.__cause__
+        while cause is not None:
+            print(f"  caused by: {cause}", file=sys.stderr)
+            cause = cause.__cause__
+        for h in e.hints:
+            print(f"hint: {h}", file=sys.stderr)
+        if verbose:
+            import traceback
+
+            traceback.print_exception(e)
+        return e.exit_code
+    import traceback
+
+    traceback.print_exception(e)
+    print("error: internal error in mlbuild (a bug); the traceback is above", file=sys.stderr)
+    return 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(argv) if argv is not None else None)
+    ctx = Ctx(args)
+    try:
+        return int(args.func(ctx))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BaseException as e:  # noqa: BLE001 - the one place errors are rendered
+        if isinstance(e, SystemExit):
+            raise
+        ctx.close()
+        return render_error(e, args.verbose)
+    finally:
+        ctx.close()
+
+
+def entrypoint() -> NoReturn:
+    sys.exit(main())

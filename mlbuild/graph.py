@@ -1,0 +1,224 @@
+"""The derivation graph: manifest + lock -> store entries to realize.
+
+A pure function of its inputs (no network, no store access).  Every locked
+artifact becomes a fixed-output node, named by its content hash; every build
+and run becomes an input-addressed node whose digest covers the builder (name,
+version, source digest), its typed parameters, its inputs' entry names and the
+platform.  A changed parameter is a different entry; unchanged inputs keep
+their entries and are reused.
+"""
+
+from __future__ import annotations
+
+import platform
+import re
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from . import builders
+from .errors import LockError, StaleLockError, UsageError
+from .hashing import sha256_hex, store_digest
+from .lock import Lock, LockedArtifact, LockedFile, decl_digest
+from .manifest import BuildDecl, Manifest, check_params
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    kind: str  # fetch | pypi | sdist | build | run
+    entry: str
+    method: str
+    fingerprint: Mapping[str, Any]
+    inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> node name
+    artifact: LockedArtifact | None = None
+    builder: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def fixed(self) -> bool:
+        return self.artifact is not None
+
+
+@dataclass(frozen=True)
+class Graph:
+    nodes: Mapping[str, Node]
+    targets: tuple[str, ...]
+
+    def order(self) -> list[str]:
+        """Topological order of everything the targets need (dependencies first)."""
+        out: list[str] = []
+        seen: set[str] = set()
+
+        def visit(n: str) -> None:
+            if n in seen:
+                return
+            seen.add(n)
+            for dep in sorted(self.nodes[n].inputs.values()):
+                visit(dep)
+            out.append(n)
+
+        for t in self.targets:
+            visit(t)
+        return out
+
+    def dependents(self) -> dict[str, set[str]]:
+        rev: dict[str, set[str]] = {n: set() for n in self.nodes}
+        for n, node in self.nodes.items():
+            for dep in node.inputs.values():
+                rev[dep].add(n)
+        return rev
+
+
+def host_platform() -> dict[str, str]:
+    return {
+        "system": f"{platform.machine()}-{sys.platform}",
+        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+    }
+
+
+_IMPORT_RE = re.compile(r"(?:mlbuild\.harness\.|from \.\.harness import |from \.\.harness\.)([\w, ]+)")
+
+
+@cache
+def builder_source_digest(name: str) -> str:
+    """Digest of a builder's source and of the harness modules it imports."""
+    path = builders.source_file(name)
+    text = path.read_bytes()
+    files = {path.name: sha256_hex(text)}
+    harness = path.parent.parent / "harness"
+    todo = [text.decode()]
+    while todo:
+        src = todo.pop()
+        for group in _IMPORT_RE.findall(src):
+            for mod in re.split(r"[ ,]+", group.strip()):
+                f = harness / f"{mod.split('.')[0]}.py"
+                key = f"harness/{f.name}"
+                if f.exists() and key not in files:
+                    data = f.read_bytes()
+                    files[key] = sha256_hex(data)
+                    todo.append(data.decode())
+    exec_file = Path(__file__).with_name("buildexec.py")
+    files["buildexec.py"] = sha256_hex(exec_file.read_bytes())
+    return store_digest(files)
+
+
+def fixed_entry(a: LockedArtifact) -> str:
+    return store_digest({"type": "fixed", "method": a.hash.method, "sha256": a.hash.sha256,
+                         "name": a.entry_basename}) + "-" + a.entry_basename
+
+
+def archive_file(a: LockedArtifact) -> LockedFile | None:
+    """The archive an unpacked artifact came from (kept as its own flat entry)."""
+    if a.kind == "sdist" or a.unpack:
+        return a.files[0]
+    return None
+
+
+def file_entry(f: LockedFile) -> str:
+    """The flat entry a file's bytes get on their own (an archive, `store add`)."""
+    base = f.path.rsplit("/", 1)[-1] if f.path else (f.urls[0].rstrip("/").rsplit("/", 1)[-1] if f.urls else "file")
+    return flat_entry(f.sha256, base)
+
+
+def flat_entry(sha256: str, basename: str) -> str:
+    return store_digest({"type": "fixed", "method": "flat", "sha256": sha256, "name": basename}) + "-" + basename
+
+
+def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
+    """``key=value`` strings to typed values (int, float, bool, else string)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"`--set {pair}`: expected KEY=VALUE", hints=["e.g. `--set scenario=SingleStream`"])
+        key, raw = pair.split("=", 1)
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for conv in (int, float):
+                try:
+                    value = conv(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
+         overrides: Mapping[str, Any] | None = None) -> Graph:
+    targets = tuple(targets)
+    overrides = dict(overrides or {})
+    nodes: dict[str, Node] = {}
+    plat = host_platform()
+    for t in targets:
+        manifest.get(t)
+    used_overrides: set[str] = set()
+
+    def node(name: str) -> Node:
+        if name in nodes:
+            return nodes[name]
+        d = manifest.get(name)
+        if not isinstance(d, BuildDecl):
+            if lock is None:
+                raise LockError("no lockfile", hints=["run `mlbuild lock` first"])
+            art = lock.artifacts.get(name)
+            if art is None:
+                unp = lock.unpinned.get(name)
+                if unp is not None:
+                    raise LockError(f"`{name}` is not pinned in the lock: {unp.reason}",
+                                    hints=["run `mlbuild lock` where its bytes can be reached (network or `--mirror DIR`)"])
+                raise LockError(f"`{name}` is not in the lock", hints=["run `mlbuild lock` to pin it"])
+            if art.decl != decl_digest(d):
+                raise StaleLockError(f"the lock's pin of `{name}` is out of date", reasons=[
+                    f"`{name}` ({d.where.file}:{d.where.line}) changed since it was locked"],
+                    hints=["run `mlbuild lock` to pin the new declaration"])
+            n = Node(name, d.kind, fixed_entry(art), art.hash.method,
+                     {"type": "fixed", "sha256": art.hash.sha256, "method": art.hash.method}, artifact=art)
+            nodes[name] = n
+            return n
+        mod = builders.load(d.builder)
+        given = dict(d.params)
+        if name in targets and overrides:
+            for k, v in overrides.items():
+                if k in mod.PARAMS:
+                    given[k] = v
+                    used_overrides.add(k)
+
+        def err(msg: str, key: str) -> UsageError:
+            return UsageError(f"`{name}`: {msg}")
+
+        params = check_params(d.builder, mod.PARAMS, given, err)
+        inputs = dict(d.inputs)
+        if d.envs:
+            backend = params.get("loadgen")
+            if backend not in d.envs:
+                raise UsageError(f"`{name}` has no environment for loadgen backend `{backend}`",
+                                 hints=[f"its `envs`: {', '.join(sorted(d.envs))}"])
+            inputs["env"] = d.envs[backend]
+        deps = {k: node(v) for k, v in sorted(inputs.items())}
+        fp = {
+            "type": "built", "builder": d.builder, "builder_version": mod.VERSION,
+            "builder_source": builder_source_digest(d.builder), "params": params,
+            "inputs": {k: v.entry for k, v in deps.items()}, "platform": plat,
+            "network": bool(getattr(mod, "NEEDS_NETWORK", False)),
+        }
+        extra = getattr(mod, "fingerprint_extra", None)
+        if extra is not None:
+            fp["extra"] = extra()
+        n = Node(name, d.kind, store_digest(fp) + "-" + name, "tree", fp,
+                 {k: v.name for k, v in deps.items()}, builder=d.builder, params=params)
+        nodes[name] = n
+        return n
+
+    for t in targets:
+        node(t)
+    unknown = set(overrides) - used_overrides
+    if unknown:
+        raise UsageError(f"no target among {', '.join(targets)} has a parameter named {', '.join(sorted(unknown))}",
+                         hints=["`mlbuild show TARGET` lists a target's parameters"])
+    return Graph(nodes, targets)

@@ -1,0 +1,157 @@
+"""Model outputs -> MLPerf object-detection accuracy records.
+
+Every response carries float32 records of 7 values per detection::
+
+    [sample_index, ymin, xmin, ymax, xmax, score, label]
+
+with the box normalised to 0..1 by the original image's height and width (what MLPerf's
+``accuracy-coco.py`` / ``accuracy-openimages.py`` read from ``mlperf_log_accuracy.json``), and
+``label`` the dataset's category id (COCO ids 1..90 for YOLOX; the RetinaNet model's own label,
+which is the ``openimages-mlperf.json`` category id, for RetinaNet).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlbuild.harness.coco import COCO80_IDS
+
+YOLOX_STRIDES = (8, 16, 32)
+
+
+class YoloxDecoder:
+    """Decode YOLOX ``output [1, A, 5 + C]`` into detections in original-image pixels.
+
+    Per anchor point of the stride-8/16/32 grids: ``x, y = (o[0:2] + cell) * stride``,
+    ``w, h = exp(o[2:4]) * stride`` (centre and size in the input), score = objectness x best
+    class score, keep scores >= ``score_threshold``, per-class NMS at ``nms_iou`` (greedy, by
+    descending score), keep the best ``max_detections``, divide by the letterbox scale and clip
+    to the image.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        *,
+        score_threshold: float,
+        nms_iou: float,
+        max_detections: int,
+        num_classes: int = 80,
+        category_ids: tuple[int, ...] = COCO80_IDS,
+    ) -> None:
+        import numpy as np
+
+        grids = []
+        strides = []
+        for s in YOLOX_STRIDES:
+            n = input_size // s
+            ys, xs = np.meshgrid(np.arange(n), np.arange(n), indexing="ij")
+            grids.append(np.stack([xs.ravel(), ys.ravel()], axis=1))
+            strides.append(np.full((n * n, 1), s))
+        self.grid = np.concatenate(grids).astype(np.float32)
+        self.stride = np.concatenate(strides).astype(np.float32)
+        self.anchors = int(self.grid.shape[0])
+        self.num_classes = num_classes
+        self.category_ids = np.asarray(category_ids, dtype=np.float32)
+        self.score_threshold = float(score_threshold)
+        self.nms_iou = float(nms_iou)
+        self.max_detections = int(max_detections)
+
+    def decode(self, out) -> tuple[Any, Any, Any]:
+        """One image's ``[A, 5+C]`` array -> (boxes xyxy in input pixels, scores, class index)."""
+        import numpy as np
+
+        out = np.asarray(out, dtype=np.float32).reshape(self.anchors, 5 + self.num_classes)
+        cls = out[:, 5:]
+        cls_idx = cls.argmax(axis=1)
+        scores = out[:, 4] * cls[np.arange(self.anchors), cls_idx]
+        keep = scores >= self.score_threshold
+        if not keep.any():
+            e = np.zeros((0,), np.float32)
+            return np.zeros((0, 4), np.float32), e, np.zeros((0,), np.int64)
+        o = out[keep]
+        xy = (o[:, 0:2] + self.grid[keep]) * self.stride[keep]
+        wh = np.exp(o[:, 2:4]) * self.stride[keep]
+        boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
+        return boxes, scores[keep], cls_idx[keep]
+
+    def records(self, out, sample_index: int, scale: float, width: int, height: int):
+        """One image's model output -> float32 ``[k, 7]`` accuracy records."""
+        import numpy as np
+
+        boxes, scores, cls = self.decode(out)
+        keep = nms(boxes, scores, cls, self.nms_iou, self.max_detections)
+        boxes = boxes[keep] / np.float32(scale)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+        rec = np.empty((len(keep), 7), dtype=np.float32)
+        rec[:, 0] = sample_index
+        rec[:, 1] = boxes[:, 1] / height
+        rec[:, 2] = boxes[:, 0] / width
+        rec[:, 3] = boxes[:, 3] / height
+        rec[:, 4] = boxes[:, 2] / width
+        rec[:, 5] = scores[keep]
+        rec[:, 6] = self.category_ids[cls[keep]]
+        return rec
+
+
+def nms(boxes, scores, classes, iou_threshold: float, max_detections: int):
+    """Per-class greedy NMS; returns kept indices by descending score (stable on ties).
+
+    Boxes of different classes never suppress each other: each class's boxes are shifted by
+    a per-class offset larger than any coordinate, as torchvision's ``batched_nms`` does.
+    """
+    import numpy as np
+
+    n = len(scores)
+    if n == 0:
+        return np.zeros((0,), dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")
+    span = float(boxes.max() - min(0.0, float(boxes.min()))) + 1.0
+    b = boxes.astype(np.float64) + (classes.astype(np.float64) * span)[:, None]
+    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
+    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+    keep = []
+    limit = max_detections if max_detections > 0 else n
+    while order.size and len(keep) < limit:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        if not rest.size:
+            break
+        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
+        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
+        inter = w * h
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+        order = rest[iou <= iou_threshold]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def retinanet_records(boxes, scores, labels, sample_index: int, size: int, score_threshold: float, max_detections: int):
+    """MLPerf RetinaNet ONNX outputs -> float32 ``[k, 7]`` records.
+
+    The model returns post-processed detections: ``boxes [k, 4]`` as ``xmin, ymin, xmax, ymax``
+    in ``size x size`` input pixels, ``scores [k]`` (descending), ``labels [k]`` (int64 category
+    ids). As the reference (``PostProcessOpenImagesRetinanet``), detections below
+    ``score_threshold`` are dropped and boxes are normalised by the input size.
+    """
+    import numpy as np
+
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    labels = np.asarray(labels).reshape(-1)
+    keep = scores >= score_threshold
+    boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+    if max_detections > 0 and len(scores) > max_detections:
+        order = np.argsort(-scores, kind="stable")[:max_detections]
+        boxes, scores, labels = boxes[order], scores[order], labels[order]
+    rec = np.empty((len(scores), 7), dtype=np.float32)
+    rec[:, 0] = sample_index
+    rec[:, 1] = boxes[:, 1] / size
+    rec[:, 2] = boxes[:, 0] / size
+    rec[:, 3] = boxes[:, 3] / size
+    rec[:, 4] = boxes[:, 2] / size
+    rec[:, 5] = scores
+    rec[:, 6] = labels.astype(np.float32)
+    return rec

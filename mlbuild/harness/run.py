@@ -1,0 +1,207 @@
+"""The body of the ``mlperf-run`` builder: check inputs, run the LoadGen, score, report."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlbuild.errors import InputError, RunError
+from mlbuild.harness import coco, images, logs, sut
+
+RESULT_SCHEMA = 1
+MODEL_DEFAULT_SCORE_THRESHOLD = {"yolox": 0.001, "retinanet": 0.05}
+# model name used for the mlperf.conf lookups (retinanet has its own entries)
+MLPERF_MODEL_NAME = {"yolox": "yolox", "retinanet": "retinanet"}
+PREPROCESS_FOR = {"yolox": "letterbox", "retinanet": "retinanet"}
+
+
+def check_inputs(
+    *, meta: dict[str, Any], annotations: dict[str, Any], model_kind: str
+) -> None:
+    """The preprocessed samples must be a prefix of the annotations' images, for this model."""
+    n = meta["shape"][0]
+    imgs = annotations["images"]
+    if n > len(imgs):
+        raise InputError(
+            f"meta.json: {n} samples but annotations.json lists only {len(imgs)} images (sample count mismatch)"
+        )
+    for i, s in enumerate(meta["samples"]):
+        a = imgs[i]
+        if s.get("image_id") != a["id"] or s.get("file_name") != a["file_name"]:
+            raise InputError(
+                f"meta.json: sample {i} is image {s.get('image_id')!r} `{s.get('file_name')}`, but "
+                f"annotations.json has image {a['id']!r} `{a['file_name']}` at that index"
+            )
+        if (s.get("width"), s.get("height")) != (a["width"], a["height"]):
+            raise InputError(
+                f"meta.json: sample {i} is {s.get('width')}x{s.get('height')}, annotations.json says "
+                f"{a['width']}x{a['height']}"
+            )
+    want = PREPROCESS_FOR[model_kind]
+    got = meta.get("preprocess")
+    if got is not None and got != want:
+        raise InputError(f"meta.json: tensors were made by `{got}` preprocessing, model_kind `{model_kind}` needs `{want}`")
+    if model_kind == "yolox":
+        for i, s in enumerate(meta["samples"]):
+            if not isinstance(s.get("scale"), (int, float)) or s["scale"] <= 0:
+                raise InputError(f"meta.json: sample {i} has no positive letterbox `scale`")
+    h, w = meta["shape"][2:]
+    if h != w:
+        raise InputError(f"meta.json: tensors are {h}x{w}; the detection models take a square input")
+
+
+def _settings(lg, p: dict[str, Any], *, accuracy: bool, n: int):
+    s = lg.TestSettings()
+    # conf_type 0: the LoadGen's embedded mlperf.conf only (no user.conf, so the
+    # process-global "multiple conf files" rule never fires); the path is not read.
+    rc = s.FromConfig("mlperf.conf", MLPERF_MODEL_NAME[p["model_kind"]], p["scenario"], 0)
+    if rc != 0:
+        raise RunError(f"the LoadGen could not apply its embedded mlperf.conf (error {rc})")
+    s.scenario = getattr(lg.TestScenario, p["scenario"])
+    s.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
+    qsl_seed, sample_seed, schedule_seed = sut.ROUND_SEEDS[p["round"]]
+    s.qsl_rng_seed = qsl_seed
+    s.sample_index_rng_seed = sample_seed
+    s.schedule_rng_seed = schedule_seed
+    if p["performance_sample_count"] > 0:
+        s.performance_sample_count_override = min(p["performance_sample_count"], n)
+    if p["min_duration_ms"] >= 0:
+        s.min_duration_ms = p["min_duration_ms"]
+    if p["max_duration_ms"] > 0:
+        s.max_duration_ms = p["max_duration_ms"]
+    if p["min_query_count"] >= 0:
+        s.min_query_count = p["min_query_count"]
+    if p["max_query_count"] > 0:
+        s.max_query_count = p["max_query_count"]
+    qps = p["target_qps"]
+    if qps > 0:
+        scen = p["scenario"]
+        if scen == "Offline":
+            s.offline_expected_qps = qps
+        elif scen == "Server":
+            s.server_target_qps = qps
+        elif scen == "SingleStream":
+            s.single_stream_expected_latency_ns = max(1, int(1e9 / qps))
+        else:
+            s.multi_stream_expected_latency_ns = max(1, int(1e9 / qps))
+    if p["target_latency_ms"] > 0:
+        s.server_target_latency_ns = int(p["target_latency_ms"] * 1e6)
+    if p["samples_per_query"] > 0:
+        s.multi_stream_samples_per_query = p["samples_per_query"]
+    return s
+
+
+def run(ctx, p: dict[str, Any], version: int) -> None:
+    log: Callable[[str], None] = ctx.log
+    out = Path(ctx.out)
+    model_path = sut.find_model(Path(ctx.inputs["model"]))
+    meta, tensors = images.read_meta(Path(ctx.inputs["preprocessed"]))
+    annotations = coco.load_annotations(Path(ctx.inputs["annotations"]))
+    kind = p["model_kind"]
+    check_inputs(meta=meta, annotations=annotations, model_kind=kind)
+    n = int(meta["shape"][0])
+
+    session = sut.make_session(
+        model_path,
+        intra_op_threads=p["intra_op_threads"],
+        inter_op_threads=p["inter_op_threads"],
+        graph_optimization_level=p["graph_optimization_level"],
+    )
+    info = sut.inspect_model(session, model_path.name)
+    sut.check_model_against_meta(info, model_path.name, meta)
+    sut.check_outputs(info, model_path.name, kind, int(meta["shape"][2]))
+    if info.fixed_batch is not None:
+        batch = info.fixed_batch
+        if p["batch_size"] and p["batch_size"] != batch:
+            log(f"param batch_size={p['batch_size']} ignored: {model_path.name} has a fixed batch of {batch}")
+    else:
+        batch = p["batch_size"] or 1
+    if kind == "retinanet" and batch != 1:
+        raise InputError(f"{model_path.name}: RetinaNet outputs carry no batch dimension; batch_size must be 1, got {batch}")
+    threshold = p["score_threshold"] if p["score_threshold"] >= 0 else MODEL_DEFAULT_SCORE_THRESHOLD[kind]
+    post = sut.Postprocessor(
+        kind,
+        meta,
+        list(info.outputs),
+        score_threshold=threshold,
+        nms_iou=p["nms_iou"],
+        max_detections=p["max_detections"],
+    )
+    lg = sut.import_loadgen(p["loadgen"])
+    perf_count = min(p["performance_sample_count"], n) if p["performance_sample_count"] > 0 else n
+    harness = sut.Harness(lg, session, info, tensors, meta, post, batch, perf_count, log)
+    harness.warmup()
+
+    phases = ["accuracy", "performance"] if p["mode"] == "both" else [p["mode"]]
+    dirs = {ph: (out / ph if p["mode"] == "both" else out) for ph in phases}
+    timelines: dict[str, Any] = {}
+    details: dict[str, dict[str, Any]] = {}
+    errors: dict[str, list[str]] = {}
+    for ph in phases:
+        settings = _settings(lg, p, accuracy=(ph == "accuracy"), n=n)
+        log(f"{ph} run: {p['scenario']}, {n} samples, batch {batch}, loadgen `{p['loadgen']}`")
+        timelines[ph] = harness.run(settings, dirs[ph])
+        entries = logs.parse_detail(dirs[ph] / "mlperf_log_detail.txt")
+        details[ph] = logs.detail_values(entries)
+        errors[ph] = logs.detail_errors(entries)
+        for e in errors[ph]:
+            log(f"loadgen error in the {ph} run: {e}")
+
+    result: dict[str, Any] = {
+        "schema": RESULT_SCHEMA,
+        "builder": {"name": "mlperf-run", "version": version},
+        "params": dict(p, score_threshold_effective=threshold, batch_size_effective=batch),
+        "inputs": {k: Path(v).name for k, v in sorted(ctx.inputs.items())},
+        "model": dict(info.as_dict(), file=model_path.name),
+        "dataset": {"samples": n, "annotated_images": len(annotations["images"]), "shape": meta["shape"]},
+        "metrics": {"mAP": None, "samples_per_second": None, "validity": None},
+        "loadgen_errors": errors,
+        "logs": {ph: str(dirs[ph].relative_to(out)) if dirs[ph] != out else "." for ph in phases},
+    }
+    if "accuracy" in phases:
+        acc_log = dirs["accuracy"] / "mlperf_log_accuracy.json"
+        acc = sut_accuracy(acc_log, annotations, n)
+        if acc["samples_logged"] != n:
+            raise RunError(
+                f"mlperf_log_accuracy.json: {acc['samples_logged']} of {n} samples were logged by the accuracy run"
+            )
+        from mlbuild.harness import accuracy as haccuracy
+
+        text = haccuracy.accuracy_text(acc)
+        (out / "accuracy.txt").write_text(text, encoding="utf-8")
+        if dirs["accuracy"] != out:
+            (dirs["accuracy"] / "accuracy.txt").write_text(text, encoding="utf-8")
+        result["accuracy"] = {k: v for k, v in acc.items() if k != "cocoeval_summary"}
+        result["metrics"]["mAP"] = acc["mAP"]
+        log(f"mAP={acc['mAP']:.3f}% over {n} samples ({acc['detections']} detections)")
+    if "performance" in phases:
+        summary = logs.parse_summary(dirs["performance"] / "mlperf_log_summary.txt")
+        perf = logs.performance_metrics(summary, details["performance"])
+        result["performance"] = perf
+        result["metrics"]["samples_per_second"] = perf.get("samples_per_second")
+        result["metrics"]["validity"] = perf.get("validity")
+        result["metrics"]["latency_ns"] = perf.get("latency_ns")
+        result["metrics"]["scenario"] = perf.get("scenario")
+        log(
+            f"performance: {perf.get('samples_per_second')} samples/s, {perf.get('validity')} "
+            f"({p['scenario']})"
+        )
+    first = details[phases[0]]
+    result["system"] = _system(lg, first)
+    coco.dump_json(out / "result.json", result, indent=2)
+    from mlbuild.harness import report
+
+    (out / "report.html").write_text(report.render(result, timelines), encoding="utf-8")
+
+
+def sut_accuracy(acc_log: Path, annotations: dict[str, Any], n: int) -> dict[str, Any]:
+    from mlbuild.harness import accuracy as haccuracy
+
+    return haccuracy.evaluate(acc_log, annotations, n)
+
+
+def _system(lg, detail: dict[str, Any]) -> dict[str, Any]:
+    from mlbuild.harness import system
+
+    return system.describe(lg, detail)

@@ -1,0 +1,346 @@
+"""The system under test: an ONNX Runtime CPU session fed from memory-mapped tensors, driven
+by the MLPerf LoadGen (official ``mlperf_loadgen`` or the project's ``mlbuild_loadgen``; both
+have the same Python API).
+
+- QSL: ``tensors.bin`` is memory-mapped once; ``LoadSamplesToRam`` only touches the loaded
+  samples' pages (one read per 4 KiB page) so the page cache holds them before timing, and
+  ``UnloadSamplesFromRam`` does nothing.
+- SUT: the issue callback only queues ``(ids, indices)``; one worker thread takes queued
+  samples, runs them through the session in batches of ``batch_size`` (the model's fixed
+  batch dimension when it has one), post-processes each sample into its accuracy record and
+  completes the whole batch with one ``QuerySamplesComplete`` call. When the LoadGen offers
+  ``ConstructFastSUT`` the callback receives plain id/index lists, so no ``QuerySample``
+  object is built per sample. Server queries that wait in the queue are batched together up
+  to ``batch_size``.
+- The worker records, per sample, the time its query reached the SUT and the time it was
+  completed (``time.monotonic_ns``) for the report's plots.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlbuild.errors import InputError, RunError
+
+LOADGEN_MODULES = {"official": "mlperf_loadgen", "pyo3": "mlbuild_loadgen"}
+
+# Random seeds per MLPerf inference round (mlcommons/inference loadgen/mlperf.conf and the
+# submission checker's MODEL_CONFIG[round]["seeds"]): qsl, sample_index, schedule.
+ROUND_SEEDS: dict[str, tuple[int, int, int]] = {
+    "v5.1": (1780908523862526354, 14771362308971278857, 18209322760996052031),
+    "v6.0": (2465351861681999779, 14276810075590677512, 3936089224930324775),
+    "v6.1": (2085463073848966840, 2747215439041700203, 16159082839903944936),
+}
+
+GRAPH_OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+
+
+def import_loadgen(which: str):
+    """The LoadGen module for param ``loadgen`` (the only place that chooses it)."""
+    import importlib
+
+    name = LOADGEN_MODULES[which]
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise RunError(
+            f"loadgen `{which}`: cannot import `{name}` from the run environment: {exc}",
+            hints=[f"lock an environment that provides `{name}`, or set param `loadgen`"],
+        ) from None
+
+
+def find_model(inp: Path) -> Path:
+    """The ``.onnx`` file of a ``model`` input: the file itself or a directory holding one."""
+    inp = Path(inp)
+    if inp.is_file():
+        return inp
+    if inp.is_dir():
+        found = sorted(p for p in inp.rglob("*.onnx") if p.is_file())
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise InputError(f"{inp.name}: no `.onnx` file in the model input")
+        names = ", ".join(p.name for p in found)
+        raise InputError(f"{inp.name}: the model input holds {len(found)} `.onnx` files ({names}); expected one")
+    raise InputError(f"{inp}: model input does not exist")
+
+
+def make_session(model: Path, *, intra_op_threads: int, inter_op_threads: int, graph_optimization_level: str):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = intra_op_threads
+    so.inter_op_num_threads = inter_op_threads
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT_LEVELS[graph_optimization_level])
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model), sess_options=so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise InputError(f"{model.name}: onnxruntime cannot load the model: {exc}") from None
+
+
+@dataclass
+class ModelInfo:
+    input_name: str
+    input_shape: list[Any]
+    input_type: str
+    outputs: dict[str, tuple[list[Any], str]]
+    fixed_batch: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "input": {"name": self.input_name, "shape": [d if isinstance(d, int) else str(d) for d in self.input_shape], "type": self.input_type},
+            "outputs": {k: {"shape": [d if isinstance(d, int) else str(d) for d in s], "type": t} for k, (s, t) in sorted(self.outputs.items())},
+        }
+
+
+def inspect_model(session, model_name: str) -> ModelInfo:
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise InputError(f"{model_name}: model has {len(inputs)} inputs, expected 1 image input")
+    i = inputs[0]
+    shape = list(i.shape)
+    if len(shape) != 4:
+        raise InputError(f"{model_name}: input `{i.name}` has rank {len(shape)}, expected 4 (NCHW)")
+    fixed = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
+    outs = {o.name: (list(o.shape), o.type) for o in session.get_outputs()}
+    return ModelInfo(i.name, shape, i.type, outs, fixed)
+
+
+def check_model_against_meta(info: ModelInfo, model_name: str, meta: dict[str, Any]) -> None:
+    n, c, h, w = meta["shape"]
+    want = [d if isinstance(d, int) else "N" for d in info.input_shape]
+    if info.input_type != "tensor(float)":
+        raise InputError(
+            f"{model_name}: input `{info.input_name}` wants {info.input_type}, but tensors.bin holds float32 (meta.json)"
+        )
+    for dim, have, label in zip(info.input_shape[1:], (c, h, w), ("channels", "height", "width")):
+        if isinstance(dim, int) and dim > 0 and dim != have:
+            raise InputError(
+                f"{model_name}: input `{info.input_name}` wants {want} float32 but tensors.bin holds "
+                f"[{n},{c},{h},{w}] (meta.json): {label} {dim} != {have}"
+            )
+
+
+def check_outputs(info: ModelInfo, model_name: str, model_kind: str, size: int) -> None:
+    if model_kind == "yolox":
+        if len(info.outputs) != 1:
+            raise InputError(f"{model_name}: a YOLOX model has one output, this one has {len(info.outputs)}")
+        (shape, typ), = info.outputs.values()
+        anchors = sum((size // s) ** 2 for s in (8, 16, 32))
+        if typ != "tensor(float)" or len(shape) != 3:
+            raise InputError(f"{model_name}: YOLOX output must be float [1, A, 5+C], got {typ} {shape}")
+        if isinstance(shape[1], int) and shape[1] != anchors:
+            raise InputError(
+                f"{model_name}: YOLOX output has {shape[1]} anchor points, expected {anchors} for a {size}x{size} input"
+            )
+        if isinstance(shape[2], int) and shape[2] != 85:
+            raise InputError(f"{model_name}: YOLOX output has {shape[2]} values per anchor, expected 85 (80 classes)")
+    else:
+        missing = [k for k in ("boxes", "scores", "labels") if k not in info.outputs]
+        if missing:
+            raise InputError(
+                f"{model_name}: a RetinaNet model has outputs `boxes`, `scores`, `labels`; missing "
+                + ", ".join(f"`{m}`" for m in missing)
+            )
+
+
+class Postprocessor:
+    """Turns one batch of session outputs into per-sample float32 accuracy records."""
+
+    def __init__(self, model_kind: str, meta: dict[str, Any], output_names: list[str], *, score_threshold: float, nms_iou: float, max_detections: int):
+        from mlbuild.harness import postprocess
+
+        self.kind = model_kind
+        self.samples = meta["samples"]
+        self.size = int(meta["shape"][2])
+        self.score_threshold = score_threshold
+        self.max_detections = max_detections
+        if model_kind == "yolox":
+            self.output_names = output_names[:1]
+            self.decoder = postprocess.YoloxDecoder(
+                self.size, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
+            )
+        else:
+            self.output_names = ["boxes", "scores", "labels"]
+        self._pp = postprocess
+
+    def __call__(self, outputs: list[Any], indices: list[int]) -> list[Any]:
+        recs = []
+        if self.kind == "yolox":
+            out = outputs[0]
+            for j, idx in enumerate(indices):
+                s = self.samples[idx]
+                recs.append(self.decoder.records(out[j], idx, s["scale"], s["width"], s["height"]))
+        else:
+            boxes, scores, labels = outputs
+            if len(indices) != 1:
+                raise RunError("retinanet outputs carry no batch dimension; batch_size must be 1")
+            recs.append(
+                self._pp.retinanet_records(
+                    boxes, scores, labels, indices[0], self.size, self.score_threshold, self.max_detections
+                )
+            )
+        return recs
+
+
+@dataclass
+class Timeline:
+    """Per-sample SUT-side times (monotonic ns): when the query arrived, when it completed."""
+
+    issued: list[int] = field(default_factory=list)
+    completed: list[int] = field(default_factory=list)
+
+
+class Harness:
+    """QSL + SUT around one session; ``run(settings, outdir)`` runs one LoadGen test."""
+
+    def __init__(self, lg, session, info: ModelInfo, tensors: Path, meta: dict[str, Any], post: Postprocessor, batch_size: int, perf_count: int, log: Callable[[str], None]):
+        import numpy as np
+
+        self.lg = lg
+        self.session = session
+        self.info = info
+        self.meta = meta
+        self.post = post
+        self.batch_size = batch_size
+        self.perf_count = perf_count
+        self.log = log
+        self.n = int(meta["shape"][0])
+        self.data = np.memmap(tensors, dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.timeline = Timeline()
+        self.failure: BaseException | None = None
+        self.completed = 0
+        self._np = np
+
+    # --- QSL -------------------------------------------------------------------------------
+    def load(self, indices) -> None:
+        page = 4096 // 4
+        for i in indices:
+            flat = self.data[i].reshape(-1)
+            # one read per page pulls the sample into the page cache
+            float(flat[::page].sum())
+
+    def unload(self, indices) -> None:
+        return None
+
+    # --- SUT -------------------------------------------------------------------------------
+    def issue(self, query_samples) -> None:
+        ids = [q.id for q in query_samples]
+        idx = [q.index for q in query_samples]
+        self.queue.put((time.monotonic_ns(), ids, idx))
+
+    def issue_fast(self, ids, idx) -> None:
+        self.queue.put((time.monotonic_ns(), list(ids), list(idx)))
+
+    def flush(self) -> None:
+        return None
+
+    def _worker(self) -> None:
+        lg = self.lg
+        bs = self.batch_size
+        run = self.session.run
+        names = self.post.output_names
+        feed_name = self.info.input_name
+        np = self._np
+        pending: list[tuple[int, int, int]] = []  # (t_issue, id, index)
+        while True:
+            if not pending:
+                item = self.queue.get()
+                if item is None:
+                    return
+                t, ids, idx = item
+                pending.extend(zip([t] * len(ids), ids, idx))
+            # batch what is already waiting (Server queries arrive one by one)
+            while len(pending) < bs:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.queue.put(None)
+                    break
+                t, ids, idx = item
+                pending.extend(zip([t] * len(ids), ids, idx))
+            batch, pending = pending[:bs], pending[bs:]
+            indices = [b[2] for b in batch]
+            try:
+                if len(indices) == 1:
+                    x = np.asarray(self.data[indices[0] : indices[0] + 1])
+                else:
+                    x = self.data[indices]
+                if self.info.fixed_batch and x.shape[0] < self.info.fixed_batch:
+                    padded = np.zeros((self.info.fixed_batch,) + x.shape[1:], dtype=np.float32)
+                    padded[: x.shape[0]] = x
+                    x = padded
+                outputs = run(names, {feed_name: x})
+                recs = self.post(outputs, indices)
+            except BaseException as exc:  # keep the LoadGen from waiting forever
+                if self.failure is None:
+                    self.failure = exc
+                recs = [np.zeros((0, 7), np.float32) for _ in batch]
+            responses = []
+            for (_, qid, _), rec in zip(batch, recs):
+                ptr, _ = rec.__array_interface__["data"]
+                responses.append(lg.QuerySampleResponse(qid, ptr if rec.size else 0, rec.nbytes))
+            lg.QuerySamplesComplete(responses)
+            now = time.monotonic_ns()
+            tl = self.timeline
+            for t, _, _ in batch:
+                tl.issued.append(t)
+                tl.completed.append(now)
+            self.completed += len(batch)
+
+    def warmup(self, runs: int = 2) -> None:
+        np = self._np
+        shape = [self.info.fixed_batch or self.batch_size] + list(self.meta["shape"][1:])
+        x = np.zeros(shape, dtype=np.float32)
+        for _ in range(runs):
+            self.session.run(self.post.output_names, {self.info.input_name: x})
+
+    def run(self, settings, outdir: Path) -> Timeline:
+        lg = self.lg
+        outdir.mkdir(parents=True, exist_ok=True)
+        self.timeline = Timeline()
+        self.failure = None
+        worker = threading.Thread(target=self._worker, name="mlbuild-sut", daemon=True)
+        worker.start()
+        fast = hasattr(lg, "ConstructFastSUT")
+        sut = lg.ConstructFastSUT(self.issue_fast, self.flush) if fast else lg.ConstructSUT(self.issue, self.flush)
+        qsl = lg.ConstructQSL(self.n, self.perf_count, self.load, self.unload)
+        log_settings = lg.LogSettings()
+        log_settings.log_output.outdir = str(outdir)
+        log_settings.log_output.copy_summary_to_stdout = False
+        log_settings.enable_trace = False
+        cwd = os.getcwd()
+        try:
+            # The LoadGen looks for `audit.config` in the working directory; run where none is.
+            os.chdir(outdir)
+            lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
+        finally:
+            os.chdir(cwd)
+            self.queue.put(None)
+            worker.join()
+            (lg.DestroyFastSUT if fast else lg.DestroySUT)(sut)
+            lg.DestroyQSL(qsl)
+            self.queue = queue.SimpleQueue()
+        if self.failure is not None:
+            raise RunError(f"the SUT failed during the LoadGen test: {self.failure!r}") from None
+        trace = outdir / "mlperf_log_trace.json"
+        if trace.is_file() and trace.stat().st_size == 0:
+            trace.unlink()
+        return self.timeline

@@ -1,0 +1,96 @@
+"""What a run ran on: CPU, cores, memory, OS, Python and the libraries' versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+DISTRIBUTIONS = ("numpy", "onnxruntime", "pillow", "pycocotools", "mlcommons-loadgen", "mlbuild-loadgen")
+
+
+def _cpu_model() -> str | None:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _memory_bytes() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _os_release() -> str | None:
+    try:
+        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return None
+
+
+def describe(loadgen_module: Any = None, loadgen_detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    from importlib import metadata
+
+    libs: dict[str, str] = {}
+    for dist in DISTRIBUTIONS:
+        try:
+            libs[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    try:
+        import onnxruntime
+
+        libs.setdefault("onnxruntime", onnxruntime.__version__)
+    except ImportError:
+        pass
+    try:
+        import numpy
+
+        libs.setdefault("numpy", numpy.__version__)
+    except ImportError:
+        pass
+    affinity = None
+    if hasattr(os, "sched_getaffinity"):
+        affinity = len(os.sched_getaffinity(0))
+    loadgen: dict[str, Any] = {}
+    if loadgen_module is not None:
+        loadgen["module"] = getattr(loadgen_module, "__name__", None)
+        version = getattr(loadgen_module, "__version__", None)
+        if version:
+            loadgen["module_version"] = str(version)
+    for key in (
+        "loadgen_version",
+        "loadgen_build_date_utc",
+        "loadgen_git_commit_date",
+        "loadgen_git_status_message",
+        "loadgen_file_sha1",
+    ):
+        if loadgen_detail and key in loadgen_detail:
+            loadgen[key] = loadgen_detail[key]
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_available": affinity,
+        "memory_bytes": _memory_bytes(),
+        "machine": platform.machine(),
+        "os": _os_release() or platform.system(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_implementation": platform.python_implementation(),
+        "libraries": libs,
+        "loadgen": loadgen,
+        "byteorder": sys.byteorder,
+    }

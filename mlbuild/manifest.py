@@ -1,0 +1,469 @@
+"""Manifests: TOML declarations of artifacts, validated into typed values.
+
+A manifest directory holds ``*.toml`` files; each top-level table is a kind and
+each sub-table one declaration, e.g. ``[fetch.yolox-nano]``.  Kinds:
+
+- ``fetch``: one file (``url`` / ``urls``) or a named file set (``base_url`` +
+  ``files``, or ``templates`` x ``ids``) from upstream URLs, with optional
+  upstream ``md5``/``sha256``, optional ``unpack`` (tar/zip) and a ``method``
+  (``flat``: the file's bytes; ``tree``: the canonical directory stream).
+- ``pypi``: Python requirements with ranges, locked to exact wheels.
+- ``sdist``: a Python source distribution (``package`` + ``version``), unpacked.
+- ``build``: a builder from mlbuild's registry with typed ``params`` and ``inputs``.
+- ``run``: a benchmark run (builder ``mlperf-run``) whose ``env`` input is
+  chosen by its ``loadgen`` parameter from ``envs``.
+
+Every error names the file, the line and the key.  Nothing here touches the
+network or the store.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ManifestError
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
+KINDS = ("fetch", "pypi", "sdist", "build", "run")
+UNPACK_FORMATS = ("tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip")
+
+
+@dataclass(frozen=True)
+class Where:
+    file: str
+    line: int | None
+
+
+@dataclass(frozen=True)
+class FileDecl:
+    path: str  # relative path inside the artifact ("" for a single flat file)
+    urls: tuple[str, ...]
+    md5: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchDecl:
+    name: str
+    where: Where
+    files: tuple[FileDecl, ...]
+    method: str  # "flat" | "tree"
+    unpack: str | None = None
+    strip_components: int = 0
+    description: str = ""
+    kind: str = "fetch"
+
+    @property
+    def single(self) -> bool:
+        return len(self.files) == 1 and self.files[0].path == ""
+
+
+@dataclass(frozen=True)
+class PypiDecl:
+    name: str
+    where: Where
+    requirements: tuple[str, ...]
+    description: str = ""
+    kind: str = "pypi"
+
+
+@dataclass(frozen=True)
+class SdistDecl:
+    name: str
+    where: Where
+    package: str
+    version: str  # a specifier, e.g. "==6.0.17" or ">=6"
+    description: str = ""
+    kind: str = "sdist"
+
+
+@dataclass(frozen=True)
+class BuildDecl:
+    name: str
+    where: Where
+    builder: str
+    inputs: Mapping[str, str]
+    params: Mapping[str, Any]
+    envs: Mapping[str, str] = field(default_factory=dict)  # run only: loadgen -> env target
+    description: str = ""
+    kind: str = "build"
+
+
+Decl = FetchDecl | PypiDecl | SdistDecl | BuildDecl
+
+
+@dataclass(frozen=True)
+class Manifest:
+    decls: Mapping[str, Decl]
+    sources: Mapping[str, bytes]  # file name -> bytes, for the lock's manifest digest
+
+    def get(self, name: str) -> Decl:
+        from .errors import UsageError
+
+        try:
+            return self.decls[name]
+        except KeyError:
+            close = [n for n in sorted(self.decls) if name in n or n in name][:5]
+            hints = [f"did you mean: {', '.join(close)}"] if close else []
+            hints.append("`mlbuild show --list` lists every target")
+            raise UsageError(f"unknown target `{name}`", hints=hints) from None
+
+    def digest(self) -> str:
+        from .hashing import canonical_json, sha256_hex
+
+        return sha256_hex(
+            canonical_json({k: sha256_hex(v) for k, v in sorted(self.sources.items())})
+        )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _line_of(text: str, kind: str, name: str, key: str | None = None) -> int | None:
+    """Best-effort line number of ``[kind.name]`` (and ``key`` inside it)."""
+    lines = text.splitlines()
+    header = re.compile(
+        r"^\s*\[\s*" + re.escape(kind) + r"\s*\.\s*\"?" + re.escape(name) + r"\"?\s*\]"
+    )
+    start = None
+    for i, line in enumerate(lines):
+        if header.match(line):
+            start = i
+            break
+    if start is None:
+        # inline form: kind.name = {...} or name = {...} under [kind]
+        for i, line in enumerate(lines):
+            if re.match(r"^\s*\"?" + re.escape(name) + r"\"?\s*=", line):
+                return i + 1
+        return None
+    if key is None:
+        return start + 1
+    top = key.split(".")[0]
+    for j in range(start + 1, len(lines)):
+        if lines[j].lstrip().startswith("["):
+            break
+        if re.match(r"^\s*\"?" + re.escape(top) + r"\"?\s*[=.]", lines[j]):
+            return j + 1
+    return start + 1
+
+
+class _Ctx:
+    def __init__(self, file: str, text: str, kind: str, name: str) -> None:
+        self.file, self.text, self.kind, self.name = file, text, kind, name
+
+    def err(self, message: str, key: str | None = None, hints: tuple[str, ...] = ()) -> ManifestError:
+        return ManifestError(
+            message,
+            file=self.file,
+            line=_line_of(self.text, self.kind, self.name, key),
+            key=f"{self.kind}.{self.name}" + (f".{key}" if key else ""),
+            hints=hints,
+        )
+
+    def check_keys(self, table: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.err(
+                    f"unknown field `{key}` in a `{self.kind}` declaration",
+                    key,
+                    (f"allowed fields: {', '.join(allowed)}",),
+                )
+
+    def string(self, table: Mapping[str, Any], key: str, *, required: bool = False, default: str | None = None) -> str | None:
+        value = table.get(key, default)
+        if value is None:
+            if required:
+                raise self.err(f"missing required field `{key}`", None)
+            return None
+        if not isinstance(value, str):
+            raise self.err(f"expected a string, found {type(value).__name__} {value!r}", key)
+        return value
+
+    def strings(self, table: Mapping[str, Any], key: str) -> tuple[str, ...]:
+        value = table.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise self.err(f"expected a list of strings, found {value!r}", key)
+        return tuple(value)
+
+
+def _check_hex(ctx: _Ctx, value: str | None, length: int, key: str) -> str | None:
+    if value is None:
+        return None
+    v = value.lower()
+    if len(v) != length or any(c not in "0123456789abcdef" for c in v):
+        raise ctx.err(f"expected {length} hex digits, found {value!r}", key)
+    return v
+
+
+def _check_url(ctx: _Ctx, url: str, key: str) -> str:
+    if not re.match(r"^https?://[^/\s]+/\S*$", url):
+        raise ctx.err(f"expected an http(s) URL, found {url!r}", key)
+    return url
+
+
+def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
+    ctx.check_keys(
+        t,
+        ("description", "url", "urls", "md5", "sha256", "base_url", "files", "templates", "ids",
+         "method", "unpack", "strip_components"),
+    )
+    urls = ctx.strings(t, "urls") + ctx.strings(t, "url")
+    md5 = _check_hex(ctx, ctx.string(t, "md5"), 32, "md5")
+    sha = _check_hex(ctx, ctx.string(t, "sha256"), 64, "sha256")
+    unpack = ctx.string(t, "unpack")
+    if unpack is not None and unpack not in UNPACK_FORMATS:
+        raise ctx.err(f"expected one of {', '.join(UNPACK_FORMATS)}, found {unpack!r}", "unpack")
+    strip = t.get("strip_components", 0)
+    if not isinstance(strip, int) or strip < 0:
+        raise ctx.err(f"expected a non-negative integer, found {strip!r}", "strip_components")
+    files: list[FileDecl] = []
+    if urls:
+        if "base_url" in t or "files" in t or "templates" in t:
+            raise ctx.err("give either `url`/`urls` (one file) or `base_url` + `files` (a file set), not both", "url")
+        for i, u in enumerate(urls):
+            _check_url(ctx, u, "urls" if "urls" in t else "url")
+        files.append(FileDecl("", urls, md5, sha))
+        default_method = "tree" if unpack else "flat"
+    else:
+        base = ctx.string(t, "base_url")
+        if base is None:
+            raise ctx.err("a `fetch` needs `url`, `urls`, or `base_url` with `files`", None)
+        if not base.endswith("/"):
+            base += "/"
+        _check_url(ctx, base, "base_url")
+        rels = list(ctx.strings(t, "files"))
+        templates = ctx.strings(t, "templates")
+        ids = ctx.strings(t, "ids")
+        if templates and not ids:
+            raise ctx.err("`templates` needs `ids` to expand `{id}`", "templates")
+        for tpl in templates:
+            if "{id}" not in tpl:
+                raise ctx.err(f"template {tpl!r} does not contain `{{id}}`", "templates")
+            rels.extend(tpl.replace("{id}", i) for i in ids)
+        if not rels:
+            raise ctx.err("a file set needs at least one entry in `files` or `templates`", "files")
+        if md5 or sha:
+            raise ctx.err("`md5`/`sha256` apply to a single file; a file set is pinned by the lock", "md5" if md5 else "sha256")
+        seen: set[str] = set()
+        for rel in rels:
+            parts = rel.split("/")
+            if rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+                raise ctx.err(f"file path {rel!r} must be relative, without `.`/`..` or empty parts", "files")
+            if rel in seen:
+                raise ctx.err(f"file {rel!r} is listed twice", "files")
+            seen.add(rel)
+            files.append(FileDecl(rel, (base + rel,)))
+        files.sort(key=lambda f: f.path)
+        default_method = "tree"
+    method = ctx.string(t, "method", default=default_method)
+    if method not in ("flat", "tree"):
+        raise ctx.err(f"expected `flat` or `tree`, found {method!r}", "method")
+    if method == "flat" and (unpack or len(files) > 1 or files[0].path):
+        raise ctx.err("`method = \"flat\"` hashes one file; a file set or an unpacked archive is a `tree`", "method")
+    return FetchDecl(
+        ctx.name, Where(ctx.file, _line_of(ctx.text, "fetch", ctx.name)), tuple(files), method, unpack,
+        strip, ctx.string(t, "description", default="") or "",
+    )
+
+
+def _parse_pypi(ctx: _Ctx, t: Mapping[str, Any]) -> PypiDecl:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    ctx.check_keys(t, ("description", "requirements"))
+    reqs = ctx.strings(t, "requirements")
+    if not reqs:
+        raise ctx.err("a `pypi` declaration needs at least one requirement", "requirements")
+    for r in reqs:
+        try:
+            Requirement(r)
+        except InvalidRequirement as e:
+            raise ctx.err(f"invalid requirement {r!r}: {e}", "requirements") from None
+    return PypiDecl(ctx.name, Where(ctx.file, _line_of(ctx.text, "pypi", ctx.name)), tuple(sorted(reqs)),
+                    ctx.string(t, "description", default="") or "")
+
+
+def _parse_sdist(ctx: _Ctx, t: Mapping[str, Any]) -> SdistDecl:
+    from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
+    ctx.check_keys(t, ("description", "package", "version"))
+    package = ctx.string(t, "package", required=True)
+    version = ctx.string(t, "version", default="") or ""
+    try:
+        SpecifierSet(version)
+    except InvalidSpecifier:
+        raise ctx.err(f"invalid version specifier {version!r} (e.g. \"==6.0.17\")", "version") from None
+    assert package is not None
+    return SdistDecl(ctx.name, Where(ctx.file, _line_of(ctx.text, "sdist", ctx.name)), package, version,
+                     ctx.string(t, "description", default="") or "")
+
+
+def _parse_build(ctx: _Ctx, t: Mapping[str, Any], kind: str) -> BuildDecl:
+    from . import builders
+
+    allowed = ("description", "builder", "inputs", "params")
+    if kind == "run":
+        allowed = ("description", "inputs", "params", "envs")
+    ctx.check_keys(t, allowed)
+    builder = "mlperf-run" if kind == "run" else ctx.string(t, "builder", required=True)
+    assert builder is not None
+    if builder not in builders.REGISTRY:
+        raise ctx.err(f"unknown builder `{builder}`", "builder",
+                      (f"known builders: {', '.join(sorted(builders.REGISTRY))}",))
+    inputs = t.get("inputs", {})
+    if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
+        raise ctx.err("expected a table of input name -> target name", "inputs")
+    params = t.get("params", {})
+    if not isinstance(params, dict):
+        raise ctx.err("expected a table of parameters", "params")
+    envs = t.get("envs", {})
+    if not isinstance(envs, dict) or not all(isinstance(v, str) for v in envs.values()):
+        raise ctx.err("expected a table of loadgen backend -> env target", "envs")
+    return BuildDecl(ctx.name, Where(ctx.file, _line_of(ctx.text, kind, ctx.name)), builder,
+                     dict(sorted(inputs.items())), dict(sorted(params.items())), dict(sorted(envs.items())),
+                     ctx.string(t, "description", default="") or "", kind)
+
+
+def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"not UTF-8 text: {e}", file=display) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"line (\d+)", str(e))
+        raise ManifestError(
+            f"malformed TOML: {e}", file=display, line=int(m.group(1)) if m else None,
+            hints=["fix the syntax; nothing was written"],
+        ) from None
+    decls: list[Decl] = []
+    for kind, table in data.items():
+        if kind not in KINDS:
+            raise ManifestError(
+                f"unknown kind `{kind}`", file=display,
+                line=next((i + 1 for i, l in enumerate(text.splitlines()) if re.match(r"^\s*\[\s*" + re.escape(kind) + r"\b", l)), None),
+                key=kind, hints=[f"known kinds: {', '.join(KINDS)}"],
+            )
+        if not isinstance(table, dict):
+            raise ManifestError(f"`{kind}` must be a table of declarations", file=display, key=kind)
+        for name, body in table.items():
+            ctx = _Ctx(display, text, kind, name)
+            if not NAME_RE.match(name):
+                raise ctx.err(f"invalid name {name!r}: use lowercase letters, digits and `.-_+`")
+            if not isinstance(body, dict):
+                raise ctx.err("a declaration must be a table")
+            if kind == "fetch":
+                decls.append(_parse_fetch(ctx, body))
+            elif kind == "pypi":
+                decls.append(_parse_pypi(ctx, body))
+            elif kind == "sdist":
+                decls.append(_parse_sdist(ctx, body))
+            else:
+                decls.append(_parse_build(ctx, body, kind))
+    return decls, raw
+
+
+def load(directory: Path) -> Manifest:
+    """Read and validate every ``*.toml`` in ``directory``."""
+    if not directory.is_dir():
+        raise ManifestError(
+            f"manifest directory `{directory}` does not exist",
+            hints=["run from the project root, or pass `--manifests DIR`"],
+        )
+    files = sorted(directory.glob("*.toml"))
+    if not files:
+        raise ManifestError(f"no `*.toml` manifests in `{directory}`")
+    decls: dict[str, Decl] = {}
+    sources: dict[str, bytes] = {}
+    for path in files:
+        display = f"{directory.name}/{path.name}"
+        found, raw = load_file(path, display)
+        sources[path.name] = raw
+        for d in found:
+            if d.name in decls:
+                other = decls[d.name].where
+                raise ManifestError(
+                    f"`{d.name}` is declared twice (also at {other.file}:{other.line})",
+                    file=d.where.file, line=d.where.line, key=d.name,
+                )
+            decls[d.name] = d
+    manifest = Manifest(dict(sorted(decls.items())), sources)
+    validate(manifest)
+    return manifest
+
+
+def validate(manifest: Manifest) -> None:
+    """Cross-declaration checks: inputs exist, builder params typed, no cycles."""
+    from . import builders
+
+    for d in manifest.decls.values():
+        if not isinstance(d, BuildDecl):
+            continue
+        mod = builders.load(d.builder)
+        where = lambda key: dict(file=d.where.file, line=d.where.line, key=f"{d.kind}.{d.name}.{key}")  # noqa: E731
+        declared = dict(getattr(mod, "INPUTS", {}))
+        optional = dict(getattr(mod, "OPTIONAL_INPUTS", {}))
+        names = set(d.inputs) | ({"env"} if d.envs else set())
+        for key in d.inputs:
+            if key not in declared and key not in optional:
+                raise ManifestError(f"builder `{d.builder}` has no input `{key}`", **where(f"inputs.{key}"),
+                                    hints=[f"its inputs: {', '.join(sorted(declared | optional))}"])
+        for key in declared:
+            if key not in names:
+                raise ManifestError(f"missing input `{key}` ({declared[key]}) for builder `{d.builder}`",
+                                    **where("inputs"))
+        for key, target in list(d.inputs.items()) + [(f"envs.{k}", v) for k, v in d.envs.items()]:
+            if target not in manifest.decls:
+                raise ManifestError(f"input `{key}` names `{target}`, which no manifest declares",
+                                    **where(f"inputs.{key}" if not key.startswith("envs.") else key))
+        check_params(d.builder, mod.PARAMS, d.params, lambda msg, key: ManifestError(msg, **where(f"params.{key}")))
+    # cycles
+    state: dict[str, int] = {}
+
+    def visit(name: str, stack: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            cycle = stack[stack.index(name):] + [name]
+            d = manifest.decls[name]
+            raise ManifestError(f"dependency cycle: {' -> '.join(cycle)}", file=d.where.file, line=d.where.line, key=name)
+        state[name] = 1
+        d = manifest.decls[name]
+        if isinstance(d, BuildDecl):
+            for dep in list(d.inputs.values()) + list(d.envs.values()):
+                visit(dep, stack + [name])
+        state[name] = 2
+
+    for name in manifest.decls:
+        visit(name, [])
+
+
+def check_params(builder: str, schema: Mapping[str, Any], given: Mapping[str, Any], err: Any) -> dict[str, Any]:
+    """Validate ``given`` against a builder's PARAMS; return the full typed set (defaults filled)."""
+    out: dict[str, Any] = {}
+    for key in given:
+        if key not in schema:
+            raise err(f"builder `{builder}` has no parameter `{key}` (its parameters: {', '.join(sorted(schema))})", key)
+    for key, spec in schema.items():
+        if key in given:
+            value = given[key]
+            if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
+                raise err(f"parameter `{key}` expects {spec.type.__name__}, found {type(value).__name__} {value!r}", key)
+            if spec.choices and value not in spec.choices:
+                raise err(f"parameter `{key}` expects one of {', '.join(map(repr, spec.choices))}, found {value!r}", key)
+            out[key] = value
+        elif spec.required:
+            raise err(f"parameter `{key}` is required ({spec.doc})", key)
+        else:
+            out[key] = spec.default
+    return dict(sorted(out.items()))

@@ -1,0 +1,130 @@
+"""The resolver: pin every floating input of the manifests to exact bytes.
+
+For each ``fetch``/``pypi``/``sdist`` declaration not already pinned by the
+previous lock (or named by ``--update``), fetch the bytes (mirrors first),
+hash them, put them in the store (so the next realize has nothing to fetch)
+and record them.  An artifact whose bytes can't be reached (offline, no mirror
+holds it) is listed as unpinned with the reason; the rest is still locked.
+Wrong bytes (a declared checksum that doesn't match) are an error.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from . import artifacts, lock as lockmod
+from .errors import FetchError, HashMismatchError, MlbuildError, UsageError
+from .graph import fixed_entry, host_platform
+from .hashing import ContentHash, hash_path, sha256_hex
+from .lock import Lock, LockedArtifact, Unpinned
+from .manifest import BuildDecl, Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
+from .reporter import NullReporter, Reporter
+from .store import Store
+
+
+def _toolchain(manifest: Manifest, root: Path) -> dict[str, str]:
+    if not any(isinstance(d, BuildDecl) and d.builder == "loadgen-wheel" for d in manifest.decls.values()):
+        return {}
+    out: dict[str, str] = {}
+    rustc = shutil.which("rustc")
+    if rustc:
+        r = subprocess.run([rustc, "--version"], capture_output=True, text=True)
+        if r.returncode == 0:
+            out["rustc"] = r.stdout.strip()
+    cargo_lock = root / "Cargo.lock"
+    if cargo_lock.exists():
+        out["cargo-lock-sha256"] = sha256_hex(cargo_lock.read_bytes())
+    return out
+
+
+def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: bool) -> LockedArtifact:
+    digest = lockmod.decl_digest(d)
+    with store.staging(f"lock-{d.name}") as staging:
+        out = staging / "out"
+        unpack: str | None = None
+        strip = 0
+        archive: tuple[Path, Any] | None = None
+        if isinstance(d, FetchDecl):
+            reqs = [artifacts.FileReq(f.path, f.urls, f.sha256, None, f.md5) for f in d.files]
+            unpack, strip = d.unpack, d.strip_components
+            if unpack:
+                files = artifacts.fetch_files(d.name, reqs, staging / "archive", fetcher_factory())
+                archive = (staging / "archive", files[0])
+            else:
+                files = artifacts.fetch_files(d.name, reqs, out, fetcher_factory())
+            method = d.method
+        elif isinstance(d, PypiDecl):
+            if offline:
+                raise FetchError("resolving Python requirements needs a package index (`--offline` was given)")
+            files = artifacts.lock_python(d.name, d.requirements, out)
+            method = "tree"
+        elif isinstance(d, SdistDecl):
+            if offline:
+                raise FetchError("resolving a source distribution needs a package index (`--offline` was given)")
+            path, lf = artifacts.lock_sdist(d.package, d.version, staging / "dl")
+            files = [lf]
+            unpack, strip = ("tar.gz" if path.name.endswith(".tar.gz") else "zip"), 1
+            archive = (path, lf)
+            method = "tree"
+        else:
+            raise TypeError(d)
+        refs: list[str] = []
+        if archive is not None:
+            kept = artifacts.ensure_archive(store, d.name, archive[1], d.kind, None, offline=offline, have=archive[0])
+            refs.append(kept.name)
+            artifacts.unpack_into(kept, out, unpack or "tar.gz", strip)
+        h: ContentHash = hash_path(out, method)  # type: ignore[arg-type]
+        art = LockedArtifact(d.name, d.kind, digest, h, tuple(sorted(files, key=lambda f: f.path)), unpack, strip)
+        entry = fixed_entry(art)
+        with store.entry_lock(entry):
+            if not store.is_valid(entry):
+                store.commit(out, entry, kind="fixed", method=h.method, known=h,  # type: ignore[arg-type]
+                             deriver={"type": "fixed", "artifact": d.name, "kind": d.kind}, references=refs)
+        return art
+
+
+def resolve(
+    manifest: Manifest,
+    previous: Lock | None,
+    *,
+    store: Store,
+    fetcher_factory: Callable[[], Any],
+    offline: bool,
+    update: Iterable[str] = (),
+    reporter: Reporter | None = None,
+    project_root: Path = Path("."),
+) -> Lock:
+    reporter = reporter or NullReporter()
+    update = set(update)
+    wanted = lockmod.lockable(manifest)
+    for name in update:
+        if name not in wanted:
+            raise UsageError(f"`--update {name}`: no `fetch`, `pypi` or `sdist` declaration is named `{name}`",
+                             hints=[f"lockable names: {', '.join(sorted(wanted))}"])
+    pinned: dict[str, LockedArtifact] = {}
+    unpinned: dict[str, Unpinned] = {}
+    for name, d in wanted.items():
+        digest = lockmod.decl_digest(d)
+        old = previous.artifacts.get(name) if previous else None
+        if old is not None and old.decl == digest and name not in update:
+            pinned[name] = old
+            continue
+        key = f"lock:{name}"
+        reporter.on_task_start(key, f"pin {name}", None)
+        try:
+            pinned[name] = _pin(d, store, fetcher_factory, offline)
+            reporter.on_task_done(key, f"pinned {name}")
+        except HashMismatchError:
+            raise
+        except FetchError as e:
+            unpinned[name] = Unpinned(name, d.kind, digest, e.message.splitlines()[0])
+            reporter.on_task_done(key, f"unpinned {name}: {e.message.splitlines()[0]}")
+        except MlbuildError:
+            raise
+    plat = host_platform()
+    return Lock(lockmod.manifests_digest(manifest), plat["system"], plat["python"], pinned, unpinned,
+                _toolchain(manifest, project_root))
