@@ -110,15 +110,22 @@ class Serve(Behaviour):
 
 
 class ServeBlocks(Behaviour):
-    """Serve ``block`` repeated ``count`` times, written block by block (no big buffer)."""
+    """Serve ``block`` repeated ``count`` times, written block by block (no big buffer).
 
-    def __init__(self, block: bytes, count: int) -> None:
+    Without ``content_length`` the body is delimited by closing the connection."""
+
+    def __init__(self, block: bytes, count: int, *, content_length: bool = True) -> None:
         self.block = block
         self.count = count
+        self.content_length = content_length
 
     def respond(self, h: _Handler, server: LoopbackServer) -> None:
         h.send_response(200)
-        h.send_header("Content-Length", str(len(self.block) * self.count))
+        if self.content_length:
+            h.send_header("Content-Length", str(len(self.block) * self.count))
+        else:
+            h.send_header("Connection", "close")
+            h.close_connection = True
         h.end_headers()
         for _ in range(self.count):
             h.wfile.write(self.block)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlbuild._native import hash_file
-from mlbuild.errors import FetchError, HashMismatchError, OfflineError
+from mlbuild.errors import FetchError, HashMismatchError, OfflineError, StoreError
 from mlbuild.fetch import Fetched, Fetcher, FileSpec
 from mlbuild.mirrors import Mirror, parse_mirror
 from mlbuild.reporter import RecordingReporter
@@ -247,13 +247,48 @@ def test_wrong_bytes_everywhere_is_hash_mismatch(http_server: LoopbackServer, de
     assert not dest.exists()
 
 
-def test_oversized_body_is_cut_off_early(http_server: LoopbackServer, dest: Path) -> None:
+def test_wrong_content_length_is_rejected_before_the_body(http_server: LoopbackServer, dest: Path) -> None:
     block = os.urandom(1 << 20)
     http_server.route("/huge", ServeBlocks(block, 16))
-    with fast() as f, pytest.raises(HashMismatchError) as ei:
+    rep = RecordingReporter()
+    with fast(reporter=rep) as f, pytest.raises(HashMismatchError) as ei:
+        f.fetch(spec(http_server.url("/huge")), dest)
+    assert ei.value.got_size == 16 << 20 and ei.value.expected_size == len(DATA)
+    assert rep.kinds("progress") == []  # not a byte of the body was taken
+    assert not dest.exists()
+
+
+def test_oversized_body_without_length_is_cut_off_early(http_server: LoopbackServer, dest: Path) -> None:
+    block = os.urandom(1 << 20)
+    http_server.route("/huge", ServeBlocks(block, 16, content_length=False))
+    rep = RecordingReporter()
+    with fast(reporter=rep) as f, pytest.raises(HashMismatchError) as ei:
         f.fetch(spec(http_server.url("/huge")), dest)
     assert "more than" in ei.value.got
-    assert ei.value.got_size < 2 * len(DATA) + (1 << 20)
+    assert sum(adv for _, adv in rep.kinds("progress")) <= len(DATA)  # stopped at the limit
+    assert not dest.exists()
+
+
+def test_unwritable_dest_is_a_store_error_not_a_source_failure(
+    http_server: LoopbackServer, dest: Path
+) -> None:
+    # A real write failure: the file size limit (as a full disk would) makes writes fail.
+    import resource
+    import signal
+
+    url = http_server.route("/x", Serve(DATA))
+    second = http_server.route("/y", Serve(DATA))
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, old_limit[1]))
+    try:
+        with fast() as f, pytest.raises(StoreError) as ei:
+            f.fetch(spec(url, second), dest)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert str(dest) in str(ei.value)
+    assert http_server.count("/y") == 0  # no point trying another source
     assert not dest.exists()
 
 
