@@ -46,6 +46,7 @@ class Recorded:
     method: str
     path: str
     headers: dict[str, str]
+    peer: tuple[str, int] = ("", 0)  # client address: same port = same (reused) connection
 
 
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -235,7 +236,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         owner = self.server.owner
         path = urlsplit(self.path).path
-        owner._record(Recorded(self.command, path, dict(self.headers.items())))
+        owner._record(
+            Recorded(self.command, path, dict(self.headers.items()), tuple(self.client_address[:2]))
+        )
         behaviour = owner.routes.get(path) or Status(404, b"not found")
         try:
             behaviour.respond(self, owner)

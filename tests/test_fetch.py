@@ -47,7 +47,9 @@ def spec(*urls: str, data: bytes | None = DATA, md5: str | None = None, name: st
 
 def fast(mirrors: list[Mirror] | None = None, **kw: object) -> Fetcher:
     """A fetcher with test-sized timeouts and backoff."""
-    args: dict[str, object] = dict(connect_timeout=1.0, read_timeout=2.0, retries=3, backoff=0.01)
+    args: dict[str, object] = dict(
+        connect_timeout=1.0, read_timeout=2.0, retries=3, backoff=0.01, trust_env=False
+    )
     args.update(kw)
     return Fetcher(mirrors or [], **args)  # type: ignore[arg-type]
 
@@ -87,6 +89,16 @@ def test_plain_fetch_writes_verified_bytes_and_reports(http_server: LoopbackServ
     assert rep.kinds("done")[0][0] == "fetch:model"
     # only dest was written in the store's temp dir
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+
+
+def test_connections_are_reused_across_fetches(http_server: LoopbackServer, dest: Path) -> None:
+    a = http_server.route("/a", Serve(DATA))
+    b = http_server.route("/b", Serve(OTHER))
+    with fast() as f:
+        f.fetch(spec(a), dest)
+        f.fetch(spec(b, data=OTHER), dest)
+    (ra,), (rb,) = http_server.requests("/a"), http_server.requests("/b")
+    assert ra.peer == rb.peer  # one keep-alive connection served both
 
 
 def test_unknown_hash_first_source_wins_and_digest_is_returned(http_server: LoopbackServer, dest: Path) -> None:
