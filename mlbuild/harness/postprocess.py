@@ -62,16 +62,19 @@ class YoloxDecoder:
         import numpy as np
 
         out = np.asarray(out, dtype=np.float32).reshape(self.anchors, 5 + self.num_classes)
-        cls = out[:, 5:]
+        # class scores are <= 1, so only anchors whose objectness passes can pass
+        cand = np.flatnonzero(out[:, 4] >= self.score_threshold)
+        o = out[cand]
+        cls = o[:, 5:]
         cls_idx = cls.argmax(axis=1)
-        scores = out[:, 4] * cls[np.arange(self.anchors), cls_idx]
+        scores = o[:, 4] * cls[np.arange(len(cand)), cls_idx]
         keep = scores >= self.score_threshold
         if not keep.any():
             e = np.zeros((0,), np.float32)
             return np.zeros((0, 4), np.float32), e, np.zeros((0,), np.int64)
-        o = out[keep]
-        xy = (o[:, 0:2] + self.grid[keep]) * self.stride[keep]
-        wh = np.exp(o[:, 2:4]) * self.stride[keep]
+        cand, o = cand[keep], o[keep]
+        xy = (o[:, 0:2] + self.grid[cand]) * self.stride[cand]
+        wh = np.exp(o[:, 2:4]) * self.stride[cand]
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
         return boxes, scores[keep], cls_idx[keep]
 
@@ -98,34 +101,46 @@ class YoloxDecoder:
 def nms(boxes, scores, classes, iou_threshold: float, max_detections: int):
     """Per-class greedy NMS; returns kept indices by descending score (stable on ties).
 
-    Boxes of different classes never suppress each other: each class's boxes are shifted by
-    a per-class offset larger than any coordinate, as torchvision's ``batched_nms`` does.
+    Greedy as torchvision's ``batched_nms``: within a class, walk the boxes by descending
+    score and drop every later box whose IoU with a kept one exceeds ``iou_threshold``; boxes
+    of different classes never suppress each other. Each class's pairwise IoU matrix is
+    computed at once, so the Python loop only tests and masks.
     """
     import numpy as np
 
     n = len(scores)
     if n == 0:
         return np.zeros((0,), dtype=np.int64)
-    order = np.argsort(-scores, kind="stable")
-    span = float(boxes.max() - min(0.0, float(boxes.min()))) + 1.0
-    b = boxes.astype(np.float64) + (classes.astype(np.float64) * span)[:, None]
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    areas = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
-    keep = []
-    limit = max_detections if max_detections > 0 else n
-    while order.size and len(keep) < limit:
-        i = order[0]
-        keep.append(i)
-        rest = order[1:]
-        if not rest.size:
-            break
-        w = np.maximum(np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]), 0)
-        h = np.maximum(np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]), 0)
-        inter = w * h
-        union = areas[i] + areas[rest] - inter
-        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-        order = rest[iou <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    order = np.argsort(-scores, kind="stable")  # global rank -> index
+    cls_sorted = classes[order]
+    by_class = np.argsort(cls_sorted, kind="stable")  # ranks grouped by class, by rank inside
+    grouped = cls_sorted[by_class]
+    bounds = np.flatnonzero(np.diff(grouped)) + 1
+    kept_ranks = []
+    b = boxes.astype(np.float32)
+    for ranks in np.split(by_class, bounds):
+        if ranks.size == 1:
+            kept_ranks.append(ranks)
+            continue
+        bb = b[order[ranks]]
+        x1, y1, x2, y2 = bb[:, 0], bb[:, 1], bb[:, 2], bb[:, 3]
+        area = np.maximum(x2 - x1, 0) * np.maximum(y2 - y1, 0)
+        iw = np.maximum(np.minimum(x2[:, None], x2[None, :]) - np.maximum(x1[:, None], x1[None, :]), 0)
+        ih = np.maximum(np.minimum(y2[:, None], y2[None, :]) - np.maximum(y1[:, None], y1[None, :]), 0)
+        inter = iw * ih
+        union = area[:, None] + area[None, :] - inter
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sup = np.where(union > 0, inter / union, 0.0) > iou_threshold
+        sup = np.triu(sup, k=1)
+        alive = np.ones(ranks.size, dtype=bool)
+        for i in range(ranks.size):
+            if alive[i]:
+                alive &= ~sup[i]
+        kept_ranks.append(ranks[alive])
+    ranks = np.sort(np.concatenate(kept_ranks))
+    if max_detections > 0:
+        ranks = ranks[:max_detections]
+    return order[ranks].astype(np.int64)
 
 
 def retinanet_records(boxes, scores, labels, sample_index: int, size: int, score_threshold: float, max_detections: int):
