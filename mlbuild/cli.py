@@ -55,6 +55,11 @@ class Printer:
             self.err(msg)
 
 
+def _detail(key: str) -> bool:
+    """Per-file fetches of a file set are details: shown with -v only."""
+    return key.startswith("fetch:") and "/" in key
+
+
 class PlainReporter:
     """Plain lines on stderr (not a terminal, or --no-progress)."""
 
@@ -62,13 +67,14 @@ class PlainReporter:
         self.p = printer
 
     def on_task_start(self, key: str, description: str, total: int | None = None) -> None:
-        self.p.info(f"{description} ...")
+        if self.p.verbose or not _detail(key):
+            self.p.info(f"{description} ...")
 
     def on_task_progress(self, key: str, advance: int) -> None:
         pass
 
     def on_task_done(self, key: str, message: str = "") -> None:
-        if message:
+        if message and (self.p.verbose or not _detail(key)):
             self.p.info(message)
 
     def on_message(self, message: str) -> None:
@@ -91,6 +97,8 @@ class RichReporter:
         self.progress.start()
 
     def on_task_start(self, key: str, description: str, total: int | None = None) -> None:
+        if _detail(key) and not self.p.verbose:
+            return
         self.tasks[key] = (self.progress.add_task(description, total=total), description)
 
     def on_task_progress(self, key: str, advance: int) -> None:
@@ -101,8 +109,8 @@ class RichReporter:
         task = self.tasks.pop(key, None)
         if task is not None:
             self.progress.remove_task(task[0])
-        if message and not self.p.quiet:
-            self.console.print(f"[green]✓[/] {message}")
+        if message and not self.p.quiet and task is not None:
+            self.console.print(f"[green]✓[/] {message}", markup=True, highlight=False)
 
     def on_message(self, message: str) -> None:
         name = message.split(":", 1)[0]

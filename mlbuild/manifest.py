@@ -410,6 +410,8 @@ def validate(manifest: Manifest) -> None:
         mod = builders.load(d.builder)
         where = lambda key: dict(file=d.where.file, line=d.where.line, key=f"{d.kind}.{d.name}.{key}")  # noqa: E731
         declared = dict(getattr(mod, "INPUTS", {}))
+        if getattr(mod, "NEEDS_ENV", False):
+            declared.setdefault("env", "the locked Python environment it runs in (a `python-env` build)")
         optional = dict(getattr(mod, "OPTIONAL_INPUTS", {}))
         names = set(d.inputs) | ({"env"} if d.envs else set())
         for key in d.inputs:

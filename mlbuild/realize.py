@@ -115,8 +115,8 @@ class Realizer:
     def _fetch(self, node: Node, staging: Path) -> None:
         a = node.artifact
         assert a is not None
-        key = f"fetch:{node.name}"
-        self.reporter.on_task_start(key, f"fetch {node.name}", a.hash.size)
+        key = f"get:{node.name}"
+        self.reporter.on_task_start(key, f"get {node.name}", a.hash.size)
         out = staging / "out"
         refs: list[str] = []
         arch = archive_file(a)

@@ -27,6 +27,7 @@ import os
 import shutil
 import sqlite3
 import stat
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -134,8 +135,8 @@ def remove_path(path: Path) -> None:
 
 class Store:
     def __init__(self, root: Path, *, create: bool = True) -> None:
-        self.root = root
-        self.meta = root / ".mlbuild"
+        self.root = root.absolute()
+        self.meta = self.root / ".mlbuild"
         if not self.meta.is_dir():
             if not create:
                 raise StoreError(f"`{root}` is not an mlbuild store", hints=["realize something first, or pass `--store DIR`"])
@@ -147,14 +148,16 @@ class Store:
                     tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# mlbuild store: contents are rebuilt or refetched on demand\n")
             except OSError as e:
                 raise StoreError(f"cannot create the store at `{root}`: {e}") from e
-        self._db: sqlite3.Connection | None = None
-        self._gc_lock_fd: int | None = None
+        self._local = threading.local()  # one SQLite connection per thread
+        self._conns: list[sqlite3.Connection] = []
+        self._conns_lock = threading.Lock()
 
     # ------------------------------------------------------------------ db
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            db = sqlite3.connect(self.meta / "db.sqlite", timeout=60, isolation_level=None)
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.meta / "db.sqlite", timeout=60, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA synchronous=NORMAL")
@@ -164,22 +167,21 @@ class Store:
             except sqlite3.OperationalError:
                 pass
             if row is None:
-                db.execute("BEGIN IMMEDIATE")
-                db.executescript(SCHEMA.replace("BEGIN", ""))
+                db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-                db.execute("COMMIT")
             elif int(row[0]) != SCHEMA_VERSION:
                 raise StoreError(f"store `{self.root}` has registry schema {row[0]}, this mlbuild reads {SCHEMA_VERSION}")
-            self._db = db
-        return self._db
+            self._local.db = db
+            with self._conns_lock:
+                self._conns.append(db)
+        return db
 
     def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
-        if self._gc_lock_fd is not None:
-            os.close(self._gc_lock_fd)
-            self._gc_lock_fd = None
+        with self._conns_lock:
+            for db in self._conns:
+                db.close()
+            self._conns.clear()
+        self._local = threading.local()
 
     # ------------------------------------------------------------------ queries
     def path(self, name: str) -> Path:
