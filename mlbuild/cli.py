@@ -6,7 +6,6 @@ Imports are lazy so that a no-op ``mlbuild realize`` starts in well under 0.1 s.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -215,9 +214,30 @@ def cmd_lock(ctx: Ctx) -> int:
     return 0
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from .graph import parse_overrides
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` strings to typed values (int, float, bool, else string)."""
+    from .errors import UsageError
 
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise UsageError(f"`--set {pair}`: expected KEY=VALUE", hints=["e.g. `--set scenario=SingleStream`"])
+        key, raw = pair.split("=", 1)
+        value: Any = raw
+        if raw.lower() in ("true", "false"):
+            value = raw.lower() == "true"
+        else:
+            for conv in (int, float):
+                try:
+                    value = conv(raw)
+                    break
+                except ValueError:
+                    pass
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out = parse_overrides(args.set or [])
     for flag, (param, _typ, _doc) in RUN_FLAGS.items():
         value = getattr(args, flag, None)
@@ -234,10 +254,42 @@ def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = N
     return plan(manifest, lock, targets, overrides)
 
 
+def _realize_noop(ctx: Ctx, overrides: dict[str, Any]) -> str | None:
+    """The plan-cache shortcut: answer from a saved plan when every entry is valid.
+
+    Returns the cache key to save under after a full realize (None: don't)."""
+    from . import plancache
+
+    k = plancache.key(Path(ctx.args.manifests), ctx.lock_path(), list(ctx.args.targets), overrides)
+    if k is None:
+        return None
+    data = plancache.load(ctx.store.meta, k)
+    if data is None or not ctx.store.all_valid(data["closure"]):
+        return k
+    ctx.close()
+    for t in ctx.args.targets:
+        if data["kinds"].get(t) == "run":
+            _print_run_summary(ctx, ctx.store.path(data["targets"][t]))
+    for t in ctx.args.targets:
+        print(ctx.store.path(data["targets"][t]))
+    raise _Done()
+
+
+class _Done(Exception):
+    pass
+
+
 def cmd_realize(ctx: Ctx) -> int:
+    overrides = _overrides(ctx.args)
+    cache_key = None
+    if not ctx.args.check and not ctx.args.offline:
+        try:
+            cache_key = _realize_noop(ctx, overrides)
+        except _Done:
+            return 0
     from .realize import Realizer, require_success
 
-    graph = _plan(ctx, ctx.args.targets, _overrides(ctx.args))
+    graph = _plan(ctx, ctx.args.targets, overrides)
     store = ctx.store
     with store.session():
         r = Realizer(store, graph, fetcher_factory=ctx.fetcher_factory(ctx.args.offline), reporter=ctx.reporter,
@@ -250,7 +302,13 @@ def cmd_realize(ctx: Ctx) -> int:
 
             lock_abs = ctx.lock_path().resolve()
             root = f"lock:{lock_abs}:{hash_file(lock_abs).sha256}"
-            store.add_roots(root, store.closure(graph.nodes[t].entry for t in graph.targets), replace=False)
+            closure = store.closure(graph.nodes[t].entry for t in graph.targets)
+            store.add_roots(root, closure, replace=False)
+            if cache_key is not None:
+                from . import plancache
+
+                plancache.save(store.meta, cache_key, {t: graph.nodes[t].entry for t in graph.targets},
+                               {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure))
         checks = r.check(ctx.args.targets) if ctx.args.check else []
     ctx.close()
     for t in graph.targets:
@@ -310,6 +368,8 @@ def _print_run_summary(ctx: Ctx, path: Path) -> None:
 
 
 def cmd_show(ctx: Ctx) -> int:
+    import json
+
     if ctx.args.list:
         manifest = ctx.manifest()
         for name, d in manifest.decls.items():
@@ -373,6 +433,8 @@ def cmd_show(ctx: Ctx) -> int:
 
 
 def cmd_graph(ctx: Ctx) -> int:
+    import json
+
     graph = _plan(ctx, [ctx.args.target], _overrides(ctx.args))
     fmt = ctx.args.format
     order = graph.order()
@@ -640,6 +702,8 @@ def cmd_mirror_export(ctx: Ctx) -> int:
 
 
 def cmd_results(ctx: Ctx) -> int:
+    import json
+
     from .harness.summary import format_summary, load_result
 
     store = ctx.store

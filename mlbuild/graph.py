@@ -128,27 +128,6 @@ def flat_entry(sha256: str, basename: str) -> str:
     return store_digest({"type": "fixed", "method": "flat", "sha256": sha256, "name": basename}) + "-" + basename
 
 
-def parse_overrides(pairs: Iterable[str]) -> dict[str, Any]:
-    """``key=value`` strings to typed values (int, float, bool, else string)."""
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise UsageError(f"`--set {pair}`: expected KEY=VALUE", hints=["e.g. `--set scenario=SingleStream`"])
-        key, raw = pair.split("=", 1)
-        value: Any = raw
-        if raw.lower() in ("true", "false"):
-            value = raw.lower() == "true"
-        else:
-            for conv in (int, float):
-                try:
-                    value = conv(raw)
-                    break
-                except ValueError:
-                    pass
-        out[key.strip().replace("-", "_")] = value
-    return out
-
-
 def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
          overrides: Mapping[str, Any] | None = None) -> Graph:
     targets = tuple(targets)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, builders, sandbox
+from . import builders
 from .errors import MlbuildError
 from .graph import Graph, Node, archive_file
 from .hashing import hash_path
@@ -113,6 +113,8 @@ class Realizer:
             self.built.append(node.entry)
 
     def _fetch(self, node: Node, staging: Path) -> None:
+        from . import artifacts
+
         a = node.artifact
         assert a is not None
         key = f"get:{node.name}"
@@ -145,6 +147,8 @@ class Realizer:
         assert node.builder is not None
         key = f"build:{node.name}"
         self.reporter.on_task_start(key, f"{'run' if node.kind == 'run' else 'build'} {node.name}", None)
+        from . import sandbox
+
         module = builders.load(node.builder)
         sb = sandbox.run_builder(
             builder=node.builder, module=module, inputs=self._builder_inputs(node), params=node.params,

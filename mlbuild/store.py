@@ -28,7 +28,6 @@ import shutil
 import sqlite3
 import stat
 import threading
-import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +190,13 @@ class Store:
         row = self.db.execute("SELECT 1 FROM entries WHERE name=?", (name,)).fetchone()
         return row is not None and os.path.lexists(self.root / name)
 
+    def all_valid(self, names: list[str]) -> bool:
+        if not names:
+            return False
+        marks = ",".join("?" * len(names))
+        (count,) = self.db.execute(f"SELECT count(*) FROM entries WHERE name IN ({marks})", names).fetchone()
+        return bool(count == len(set(names)) and all(os.path.lexists(self.root / n) for n in names))
+
     def info(self, name: str) -> EntryInfo | None:
         row = self.db.execute(
             "SELECT kind, method, size, sha256, blake3, deriver, sandbox FROM entries WHERE name=?", (name,)
@@ -266,7 +272,7 @@ class Store:
         tmp_root = self.meta / "tmp"
         for stale in tmp_root.glob(f"{name}.*"):
             remove_path(stale)
-        tmp = tmp_root / f"{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        tmp = tmp_root / f"{name}.{os.getpid()}.{os.urandom(4).hex()}"
         tmp.mkdir(parents=True)
         try:
             yield tmp
