@@ -28,6 +28,12 @@ typical session:
   mlbuild show yolox-coco128-offline               # what a target is and its store entry
 
 without network, point at a mirror:  --mirror ../shared/mirror   (or MLBUILD_MIRRORS)
+
+environment:
+  MLBUILD_STORE, MLBUILD_MANIFESTS, MLBUILD_MIRRORS   defaults for --store, --manifests, --mirror
+  MLBUILD_CONNECT_TIMEOUT, MLBUILD_READ_TIMEOUT        download timeouts in seconds (default 5, 30)
+  MLBUILD_RETRIES, MLBUILD_RETRY_BACKOFF               retries of a transient failure per source
+                                                       (default 3) and the first backoff (0.5 s, doubling)
 """
 
 # CLI shorthands for the run parameters users change most (as CM's flags do).
@@ -176,9 +182,32 @@ class Ctx:
         def make() -> Any:
             from .fetch import Fetcher
 
-            return Fetcher(mirrors=self.mirrors(), offline=offline, reporter=self.reporter)
+            return Fetcher(mirrors=self.mirrors(), offline=offline, reporter=self.reporter, **fetch_settings())
 
         return make
+
+
+def fetch_settings(environ: Any = None) -> dict[str, Any]:
+    """Download timeouts and retries from MLBUILD_CONNECT_TIMEOUT/_READ_TIMEOUT/_RETRIES/_RETRY_BACKOFF."""
+    from .errors import UsageError
+
+    env = os.environ if environ is None else environ
+    out: dict[str, Any] = {}
+    for var, key, conv in (("MLBUILD_CONNECT_TIMEOUT", "connect_timeout", float),
+                           ("MLBUILD_READ_TIMEOUT", "read_timeout", float),
+                           ("MLBUILD_RETRIES", "retries", int),
+                           ("MLBUILD_RETRY_BACKOFF", "backoff", float)):
+        raw = env.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            value = conv(raw)
+        except ValueError:
+            value = -1
+        if value < 0:
+            raise UsageError(f"${var}={raw!r}: expected a non-negative {conv.__name__}")
+        out[key] = value
+    return out
 
 
 # --------------------------------------------------------------------------- commands

@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS refs (
     PRIMARY KEY (referrer, reference)
 );
 CREATE TABLE IF NOT EXISTS roots (
-    root TEXT NOT NULL,          -- "lock:<abs path>" or "result:<entry>"
+    root TEXT NOT NULL,          -- "lock:<abs path>:<sha256 of the lock>" or "result:<entry>"
     entry TEXT NOT NULL,
     PRIMARY KEY (root, entry)
 );
@@ -130,6 +130,21 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink()
+
+
+def _lock_root_current(root: str) -> bool:
+    """A ``lock:<path>:<sha256>`` root holds while that lockfile exists with those bytes."""
+    path, _, digest = root[len("lock:"):].rpartition(":")
+    if not path or len(digest) != 64:  # an older form: ``lock:<path>``
+        path, digest = root[len("lock:"):], ""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    import hashlib
+
+    return not digest or hashlib.sha256(data).hexdigest() == digest
 
 
 class Store:
@@ -354,10 +369,14 @@ class Store:
         """Everything reachable from a root whose owner still exists, plus every run result."""
         roots: set[str] = set()
         stale: list[str] = []
+        current: dict[str, bool] = {}
         for root, entry in self.db.execute("SELECT root, entry FROM roots"):
-            if root.startswith("lock:") and not Path(root[5:]).exists():
-                stale.append(root)
-                continue
+            if root.startswith("lock:"):
+                if root not in current:
+                    current[root] = _lock_root_current(root)
+                if not current[root]:
+                    stale.append(root)
+                    continue
             roots.add(entry)
         roots.update(r[0] for r in self.db.execute("SELECT name FROM entries WHERE kind='run'"))
         if stale:

@@ -39,10 +39,12 @@ REGISTRY: dict[str, str] = {
     "coco128-to-coco": "coco128_to_coco",
     "letterbox": "letterbox",
     "openimages-to-coco": "openimages_to_coco",
+    "openimages-layout": "openimages_layout",
     "retinanet-preprocess": "retinanet_preprocess",
     "python-env": "python_env",
     "loadgen-wheel": "loadgen_wheel",
     "mlperf-run": "mlperf_run",
+    "concat": "concat",  # a minimal example builder (standard library only); the core tests use it
 }
 
 
