@@ -83,6 +83,9 @@ def decl_digest(d: Decl) -> str:
             "kind": "fetch", "method": d.method, "unpack": d.unpack, "strip": d.strip_components,
             "files": [{"path": f.path, "urls": list(f.urls), "md5": f.md5, "sha256": f.sha256} for f in d.files],
         }
+        if d.files_from is not None:
+            body["files_from"] = dict(d.files_from)
+            body["base_url"] = d.base_url
     elif isinstance(d, PypiDecl):
         body = {"kind": "pypi", "requirements": list(d.requirements)}
     elif isinstance(d, SdistDecl):

@@ -57,6 +57,10 @@ class FetchDecl:
     strip_components: int = 0
     description: str = ""
     kind: str = "fetch"
+    # A file list read, at lock time, from a JSON file of another pinned artifact:
+    # {artifact, json, key, field, limit, dest}; see `_parse_files_from`.
+    files_from: Mapping[str, Any] | None = None
+    base_url: str | None = None
 
     @property
     def single(self) -> bool:
@@ -212,7 +216,7 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
     ctx.check_keys(
         t,
         ("description", "url", "urls", "md5", "sha256", "base_url", "files", "templates", "ids",
-         "method", "unpack", "strip_components"),
+         "files_from", "method", "unpack", "strip_components"),
     )
     urls = ctx.strings(t, "urls") + ctx.strings(t, "url")
     md5 = _check_hex(ctx, ctx.string(t, "md5"), 32, "md5")
@@ -247,8 +251,9 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
             if "{id}" not in tpl:
                 raise ctx.err(f"template {tpl!r} does not contain `{{id}}`", "templates")
             rels.extend(tpl.replace("{id}", i) for i in ids)
-        if not rels:
-            raise ctx.err("a file set needs at least one entry in `files` or `templates`", "files")
+        files_from = _parse_files_from(ctx, t.get("files_from"))
+        if not rels and files_from is None:
+            raise ctx.err("a file set needs at least one entry in `files`, `templates` or `files_from`", "files")
         if md5 or sha:
             raise ctx.err("`md5`/`sha256` apply to a single file; a file set is pinned by the lock", "md5" if md5 else "sha256")
         seen: set[str] = set()
@@ -265,12 +270,40 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
     method = ctx.string(t, "method", default=default_method)
     if method not in ("flat", "tree"):
         raise ctx.err(f"expected `flat` or `tree`, found {method!r}", "method")
-    if method == "flat" and (unpack or len(files) > 1 or files[0].path):
+    if method == "flat" and (unpack or len(files) != 1 or files[0].path):
         raise ctx.err("`method = \"flat\"` hashes one file; a file set or an unpacked archive is a `tree`", "method")
     return FetchDecl(
         ctx.name, Where(ctx.file, _line_of(ctx.text, "fetch", ctx.name)), tuple(files), method, unpack,
         strip, ctx.string(t, "description", default="") or "",
+        files_from=None if urls else files_from, base_url=None if urls else base,
     )
+
+
+def _parse_files_from(ctx: _Ctx, value: Any) -> dict[str, Any] | None:
+    """``files_from = {artifact, json, key, field, limit, dest}``: fetch ``base_url + name`` for
+    each ``name = entry[field]`` of the list ``key`` in the JSON file ``json`` of the pinned
+    artifact ``artifact`` (first ``limit`` entries, 0 = all), stored under ``dest``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ctx.err("expected a table {artifact, json, key, field, limit, dest}", "files_from")
+    allowed = ("artifact", "json", "key", "field", "limit", "dest")
+    for k in value:
+        if k not in allowed:
+            raise ctx.err(f"unknown field `{k}` in `files_from`", "files_from", (f"allowed: {', '.join(allowed)}",))
+    for k in ("artifact", "json", "key", "field"):
+        if not isinstance(value.get(k), str) or not value[k]:
+            raise ctx.err(f"`files_from.{k}` must be a non-empty string", "files_from")
+    limit = value.get("limit", 0)
+    if not isinstance(limit, int) or limit < 0:
+        raise ctx.err(f"`files_from.limit` must be a non-negative integer, found {limit!r}", "files_from")
+    dest = value.get("dest", "")
+    if not isinstance(dest, str) or dest.startswith("/") or ".." in dest.split("/"):
+        raise ctx.err(f"`files_from.dest` must be a relative directory, found {dest!r}", "files_from")
+    if dest and not dest.endswith("/"):
+        dest += "/"
+    return {"artifact": value["artifact"], "json": value["json"], "key": value["key"], "field": value["field"],
+            "limit": limit, "dest": dest}
 
 
 def _parse_pypi(ctx: _Ctx, t: Mapping[str, Any]) -> PypiDecl:
@@ -427,6 +460,13 @@ def validate(manifest: Manifest) -> None:
                 raise ManifestError(f"input `{key}` names `{target}`, which no manifest declares",
                                     **where(f"inputs.{key}" if not key.startswith("envs.") else key))
         check_params(d.builder, mod.PARAMS, d.params, lambda msg, key: ManifestError(msg, **where(f"params.{key}")))
+    for d in manifest.decls.values():
+        if isinstance(d, FetchDecl) and d.files_from is not None:
+            dep = manifest.decls.get(d.files_from["artifact"])
+            if not isinstance(dep, FetchDecl) or dep.files_from is not None:
+                raise ManifestError(
+                    f"`files_from.artifact` names `{d.files_from['artifact']}`, which is not a plain `fetch` declaration",
+                    file=d.where.file, line=d.where.line, key=f"fetch.{d.name}.files_from")
     # cycles
     state: dict[str, int] = {}
 

@@ -41,7 +41,38 @@ def _toolchain(manifest: Manifest, root: Path) -> dict[str, str]:
     return out
 
 
-def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: bool) -> LockedArtifact:
+def _listed_files(d: FetchDecl, pinned: dict[str, LockedArtifact], store: Store) -> list[artifacts.FileReq]:
+    """Expand ``files_from``: names read from a JSON file of another pinned artifact."""
+    import json
+
+    spec = d.files_from
+    assert spec is not None and d.base_url is not None
+    dep = pinned.get(spec["artifact"])
+    if dep is None:
+        raise FetchError(f"its file list comes from `{spec['artifact']}`, which is not pinned")
+    path = store.path(fixed_entry(dep))
+    source = path if dep.hash.method == "flat" else path / spec["json"]
+    try:
+        doc = json.loads(source.read_text())
+        entries = doc[spec["key"]]
+        names = [str(e[spec["field"]]) for e in entries]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise MlbuildError(
+            f"`{d.name}`: cannot read the file list `{spec['key']}[].{spec['field']}` from `{spec['json']}` "
+            f"of `{spec['artifact']}`: {type(e).__name__}: {e}",
+            hints=["check `files_from` in the manifest against the artifact's contents"]) from None
+    if spec["limit"]:
+        names = names[: spec["limit"]]
+    reqs = []
+    for n in names:
+        if n.startswith("/") or ".." in n.split("/"):
+            raise MlbuildError(f"`{d.name}`: unsafe file name {n!r} in `{spec['json']}` of `{spec['artifact']}`")
+        reqs.append(artifacts.FileReq(spec["dest"] + n, (d.base_url + n,)))
+    return reqs
+
+
+def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: bool,
+         pinned: dict[str, LockedArtifact]) -> LockedArtifact:
     digest = lockmod.decl_digest(d)
     with store.staging(f"lock-{d.name}") as staging:
         out = staging / "out"
@@ -50,6 +81,8 @@ def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: boo
         archive: tuple[Path, Any] | None = None
         if isinstance(d, FetchDecl):
             reqs = [artifacts.FileReq(f.path, f.urls, f.sha256, None, f.md5) for f in d.files]
+            if d.files_from is not None:
+                reqs = sorted(reqs + _listed_files(d, pinned, store), key=lambda r: r.path)
             unpack, strip = d.unpack, d.strip_components
             if unpack:
                 files = artifacts.fetch_files(d.name, reqs, staging / "archive", fetcher_factory())
@@ -87,6 +120,16 @@ def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: boo
         return art
 
 
+def _reason(d: Decl, e: FetchError) -> str:
+    """Why an artifact stays unpinned, without host-specific paths (the lock is portable)."""
+    first = e.message.splitlines()[0]
+    if isinstance(d, FetchDecl) and d.files_from is None and not first.startswith("its file list"):
+        urls = sorted({u for f in d.files for u in f.urls})
+        return ("needs network: no mirror holds it and its upstream could not be reached (" + ", ".join(urls[:3])
+                + (", ..." if len(urls) > 3 else "") + ")")
+    return first.rstrip(":")
+
+
 def resolve(
     manifest: Manifest,
     previous: Lock | None,
@@ -107,7 +150,9 @@ def resolve(
                              hints=[f"lockable names: {', '.join(sorted(wanted))}"])
     pinned: dict[str, LockedArtifact] = {}
     unpinned: dict[str, Unpinned] = {}
-    for name, d in wanted.items():
+    # declarations whose file list comes from another artifact go after it
+    ordered = sorted(wanted.items(), key=lambda kv: isinstance(kv[1], FetchDecl) and kv[1].files_from is not None)
+    for name, d in ordered:
         digest = lockmod.decl_digest(d)
         old = previous.artifacts.get(name) if previous else None
         if old is not None and old.decl == digest and name not in update:
@@ -116,15 +161,16 @@ def resolve(
         key = f"lock:{name}"
         reporter.on_task_start(key, f"pin {name}", None)
         try:
-            pinned[name] = _pin(d, store, fetcher_factory, offline)
+            pinned[name] = _pin(d, store, fetcher_factory, offline, pinned)
             reporter.on_task_done(key, f"pinned {name}")
         except HashMismatchError:
             raise
         except FetchError as e:
-            unpinned[name] = Unpinned(name, d.kind, digest, e.message.splitlines()[0])
-            reporter.on_task_done(key, f"unpinned {name}: {e.message.splitlines()[0]}")
+            unpinned[name] = Unpinned(name, d.kind, digest, _reason(d, e))
+            reporter.on_task_done(key, f"unpinned {name}")
         except MlbuildError:
             raise
     plat = host_platform()
+    pinned = dict(sorted(pinned.items()))
     return Lock(lockmod.manifests_digest(manifest), plat["system"], plat["python"], pinned, unpinned,
                 _toolchain(manifest, project_root))
