@@ -98,6 +98,9 @@ def run_builder(
         env = dict(FIXED_ENV)
         env.update({k: os.environ[k] for k in HOST_PASSTHROUGH if k in os.environ})
         env.update({k: os.environ[k] for k in getattr(module, "PASS_ENV", ()) if k in os.environ})
+        extra_env = getattr(module, "extra_env", None)
+        if extra_env is not None:
+            env.update(extra_env())
         env["HOME"] = str(tmp / "home")
         env["TMPDIR"] = str(tmp / "tmp")
         env["PATH"] = os.pathsep.join(dict.fromkeys(path_dirs + ["/usr/local/bin", "/usr/bin", "/bin"]))

@@ -32,6 +32,15 @@ NEEDS_NETWORK = True
 TOOLS = ("cargo", "rustc", "c++", "cc")
 PASS_ENV = ("CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN")
 
+
+def extra_env() -> dict[str, str]:
+    """Where the host's Rust toolchain and crate cache live (the sandbox's HOME is empty)."""
+    home = Path.home()
+    return {
+        "RUSTUP_HOME": os.environ.get("RUSTUP_HOME", str(home / ".rustup")),
+        "CARGO_HOME": os.environ.get("CARGO_HOME", str(home / ".cargo")),
+    }
+
 WORKSPACE_FILES = ("Cargo.toml", "Cargo.lock")
 MEMBERS = ("rust_loadgen_bindings", "native")
 
@@ -128,7 +137,7 @@ def build(ctx: BuildContext) -> None:
     for line in proc.stdout:
         ctx.log(line.rstrip())
     if proc.wait() != 0:
-        raise BuildError("maturin failed to build the LoadGen wheel", hints=["see the build log: `mlbuild log ENTRY`"])
+        raise BuildError("maturin failed to build the LoadGen wheel")
     wheels = sorted(ctx.out.glob("*.whl"))
     if len(wheels) != 1:
         raise BuildError(f"expected one wheel from maturin, found {[w.name for w in wheels]}")
