@@ -138,7 +138,11 @@ fn main() {
         .warnings(false)
         .extra_warnings(false)
         .flag_if_supported("-w")
-        .flag_if_supported("-fvisibility=hidden");
+        .flag_if_supported("-fvisibility=hidden")
+        // The core logs __FILE__ in every detail-log line; make it the bare
+        // file name, as in the official build (which compiles from the
+        // source directory), not this machine's absolute path.
+        .flag_if_supported(format!("-fmacro-prefix-map={}/=", src.display()));
     // The core is timing code: keep it optimised even in debug/test builds.
     if env::var("OPT_LEVEL").map(|o| o == "0" || o == "1").unwrap_or(true) {
         build.opt_level(2);

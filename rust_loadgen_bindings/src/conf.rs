@@ -86,6 +86,7 @@ pub fn check(text: &str) -> Vec<Problem> {
         let mut looking_for = 0;
         let mut key = "";
         let mut keys_done = false;
+        let mut errored = false;
         for s in line.split_ascii_whitespace() {
             if s == "#" && looking_for != 2 {
                 break;
@@ -105,6 +106,7 @@ pub fn check(text: &str) -> Vec<Problem> {
                     core_error: true,
                     message: format!("value needs to be integer or double, line={line_nr}"),
                 });
+                errored = true;
                 break;
             }
             if looking_for == 1 && s != "=" {
@@ -113,12 +115,16 @@ pub fn check(text: &str) -> Vec<Problem> {
                     core_error: true,
                     message: format!("expected 'key=value', line={line_nr}"),
                 });
+                errored = true;
                 break;
             }
             if looking_for == 0 {
                 key = s;
             }
             looking_for += 1;
+        }
+        if errored {
+            continue;
         }
         if looking_for == 1 && !key.starts_with('#') {
             out.push(Problem {
@@ -128,7 +134,7 @@ pub fn check(text: &str) -> Vec<Problem> {
                     "line {line_nr}: '{key}' has no ' = value' (the core needs spaces around '=') and is ignored"
                 ),
             });
-        } else if looking_for == 2 {
+        } else if looking_for == 2 && !keys_done {
             out.push(Problem {
                 line: line_nr,
                 core_error: false,

@@ -798,6 +798,31 @@ fn poll_queries(py: Python<'_>, sut: usize, max_samples: usize, timeout_s: f64) 
     Ok((U64Array::new(ids), U64Array::new(idx)))
 }
 
+/// Construct a query dispatch library (the official network SUT variant).
+/// The name is taken from name_cb() once, at construction (the official
+/// binding asks at StartTest).
+#[pyfunction]
+#[pyo3(name = "ConstructQDL")]
+fn construct_qdl(
+    issue_cb: &Bound<'_, PyAny>,
+    flush_queries_cb: &Bound<'_, PyAny>,
+    name_cb: &Bound<'_, PyAny>,
+) -> PyResult<usize> {
+    check_callable("issue_cb", issue_cb)?;
+    check_callable("flush_queries_cb", flush_queries_cb)?;
+    check_callable("name_cb", name_cb)?;
+    let name: String = name_cb.call0()?.extract()?;
+    let h = PySut { kind: IssueKind::List, issue: issue_cb.clone().unbind(), flush: Some(flush_queries_cb.clone().unbind()) };
+    Ok(add_sut(runtime::Sut::new(&name, Box::new(h)), None))
+}
+
+/// Destroy the object created by ConstructQDL.
+#[pyfunction]
+#[pyo3(name = "DestroyQDL")]
+fn destroy_qdl(qdl: usize) -> PyResult<()> {
+    destroy_sut_impl(qdl)
+}
+
 fn destroy_sut_impl(sut: usize) -> PyResult<()> {
     SUTS.lock()
         .unwrap()
@@ -1177,6 +1202,8 @@ fn _lg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(poll_queries, m)?)?;
     m.add_function(wrap_pyfunction!(destroy_sut, m)?)?;
     m.add_function(wrap_pyfunction!(destroy_fast_sut, m)?)?;
+    m.add_function(wrap_pyfunction!(construct_qdl, m)?)?;
+    m.add_function(wrap_pyfunction!(destroy_qdl, m)?)?;
     m.add_function(wrap_pyfunction!(construct_qsl, m)?)?;
     m.add_function(wrap_pyfunction!(destroy_qsl, m)?)?;
     m.add_function(wrap_pyfunction!(start_test, m)?)?;
