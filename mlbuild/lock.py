@@ -108,7 +108,13 @@ def manifests_digest(manifest: Manifest) -> str:
 
 
 def _s(value: str) -> str:
-    return json.dumps(value, ensure_ascii=False)
+    # JSON's escapes are TOML's, except that TOML also forbids a raw DEL (U+007F).
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def _key(key: str) -> str:
+    """A bare TOML key when it is one, else a quoted one (a bare `a.b` would be a dotted key)."""
+    return key if key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key) else _s(key)
 
 
 def _file_line(f: LockedFile) -> str:
@@ -136,7 +142,7 @@ def dumps(lock: Lock) -> str:
     if lock.toolchain:
         out.append("\n[toolchain]\n")
         for k in sorted(lock.toolchain):
-            out.append(f"{k} = {_s(lock.toolchain[k])}\n")
+            out.append(f"{_key(k)} = {_s(lock.toolchain[k])}\n")
     for name in sorted(lock.artifacts):
         a = lock.artifacts[name]
         out.append("\n[[artifact]]\n")
