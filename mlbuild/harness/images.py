@@ -19,6 +19,7 @@ number of worker processes.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -138,15 +139,24 @@ _RECIPES["letterbox"] = _recipe_letterbox
 _RECIPES["retinanet"] = _recipe_retinanet
 
 
+def _pwrite_all(fd: int, data, offset: int) -> None:
+    view = memoryview(data).cast("B")
+    while view:
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
+
+
 def _work(args) -> list[tuple[int, Any, int, int]]:
     """Process a chunk of samples; writes each tensor into the shared file at its offset."""
     import numpy as np
 
     recipe, params, out_path, shape, items = args
-    n, c, hh, ww = shape
-    mm = np.memmap(out_path, dtype=np.float32, mode="r+", shape=(n, c, hh, ww))
+    _n, c, hh, ww = shape
+    sample_bytes = c * hh * ww * 4
     fn = _RECIPES[recipe]
     done = []
+    fd = os.open(out_path, os.O_WRONLY)
     try:
         for index, image_path, exp_w, exp_h in items:
             rgb = decode_rgb(Path(image_path))
@@ -157,11 +167,13 @@ def _work(args) -> list[tuple[int, Any, int, int]]:
                     f"annotations' {exp_w}x{exp_h}"
                 )
             tensor, scale = fn(rgb, params)
-            mm[index] = tensor
+            tensor = np.ascontiguousarray(tensor, dtype=np.float32)
+            if tensor.shape != (c, hh, ww):
+                raise InputError(f"{Path(image_path).name}: preprocessing made {tensor.shape}, expected {(c, hh, ww)}")
+            _pwrite_all(fd, tensor, index * sample_bytes)
             done.append((index, scale, w, h))
-        mm.flush()
     finally:
-        del mm
+        os.close(fd)
     return done
 
 
