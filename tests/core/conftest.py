@@ -22,4 +22,5 @@ def project(tmp_path: Path, http_server: LoopbackServer, capsys: pytest.CaptureF
 def locked(project: Project) -> Project:
     """A project whose lock is written (into a side store: the project's store is empty)."""
     project.lock()
+    project.reset_counts()
     return project

@@ -155,6 +155,11 @@ class Project:
         with open(self.manifest_path, "a") as f:
             f.write("\n" + text.format(base=self.server.base))
 
+    def reset_counts(self) -> None:
+        """Forget the requests recorded so far (e.g. the lock's own fetches)."""
+        with self.server._lock:
+            self.server._requests.clear()
+
     def route(self, path: str, behaviour: Behaviour) -> None:
         self.server.route(path, behaviour)
 
