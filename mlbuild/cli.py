@@ -673,16 +673,11 @@ def _copy_hashing(src: Path, dest: Path) -> Any:
     from . import _native
     from .hashing import ContentHash
 
-    h = _native.Hasher()
-    buf = bytearray(4 << 20)
-    view = memoryview(buf)
+    h = _native.Hasher()  # its update() takes bytes (not a memoryview)
     with open(src, "rb", buffering=0) as fi, open(dest, "wb") as fo:
-        while True:
-            n = fi.readinto(buf)
-            if not n:
-                break
-            h.update(view[:n])
-            fo.write(view[:n])
+        while chunk := fi.read(4 << 20):
+            h.update(chunk)
+            fo.write(chunk)
     size, sha, b3 = h.finish()
     return ContentHash("flat", size, sha, b3)
 
