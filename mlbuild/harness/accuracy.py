@@ -78,13 +78,14 @@ def evaluate(accuracy_log: Path, annotations: dict[str, Any], n_samples: int) ->
                 }
             )
     img_ids = [images[i]["id"] for i in range(n_samples)]
+    wanted = set(img_ids)
     gt = COCO()
     gt.dataset = {
         "images": [dict(im) for im in images[:n_samples]],
         "annotations": [
             dict(a, area=a.get("area", a["bbox"][2] * a["bbox"][3]), iscrowd=a.get("iscrowd", 0))
             for a in annotations["annotations"]
-            if a["image_id"] in set(img_ids)
+            if a["image_id"] in wanted
         ],
         "categories": annotations["categories"],
     }

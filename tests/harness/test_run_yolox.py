@@ -223,3 +223,16 @@ def test_missing_loadgen_module_is_a_run_error(tmp_path, letterboxed16, coco_ann
     monkeypatch.setitem(sut.LOADGEN_MODULES, "pyo3", "mlbuild_loadgen_that_does_not_exist")
     with pytest.raises(RunError, match=r"loadgen `pyo3`: cannot import `mlbuild_loadgen_that_does_not_exist`"):
         _run(tmp_path, "r", letterboxed16, coco_ann, loadgen="pyo3", **FAST)
+
+
+def test_summary_from_logs_without_result_json(tmp_path, both_run):
+    d = tmp_path / "logs_only"
+    shutil.copytree(both_run / "performance", d / "performance")
+    shutil.copy(both_run / "accuracy.txt", d / "accuracy.txt")
+    r = summary.load_result(d)
+    full = json.loads((both_run / "result.json").read_text())
+    assert r["metrics"]["mAP"] == full["metrics"]["mAP"]
+    assert r["metrics"]["samples_per_second"] == full["metrics"]["samples_per_second"]
+    assert "Samples per second" in summary.format_summary(r)
+    with pytest.raises(InputError, match=r"no `result\.json` and no LoadGen summary"):
+        summary.load_result(tmp_path / "nothing_here")
