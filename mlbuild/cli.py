@@ -762,15 +762,15 @@ def cmd_results(ctx: Ctx) -> int:
     if not rows:
         ctx.printer.info("no results in the store yet")
         return 0
-    print(f"{'entry':45s} {'scenario':12s} {'mode':11s} {'backend':8s} {'mAP':>8s} {'samples/s':>10s} validity")
+    print(f"{'scenario':12s} {'mode':11s} {'loadgen':8s} {'mAP %':>7s} {'samples/s':>10s} {'validity':8s} entry")
     for row in rows:
         if "error" in row:
-            print(f"{row['entry'][:45]:45s} (unreadable: {row['error']})")
+            print(f"{'?':12s} {'':11s} {'':8s} {'':>7s} {'':>10s} {'':8s} {row['entry']} (unreadable: {row['error']})")
             continue
         m = f"{row['map']:.3f}" if isinstance(row.get("map"), (int, float)) else "-"
         q = f"{row['samples_per_second']:.1f}" if isinstance(row.get("samples_per_second"), (int, float)) else "-"
-        print(f"{row['entry'][:45]:45s} {str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} "
-              f"{str(row.get('loadgen', '-')):8s} {m:>8s} {q:>10s} {row.get('validity', '-')}")
+        print(f"{str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} {str(row.get('loadgen', '-')):8s} "
+              f"{m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
     return 0
 
 
@@ -931,6 +931,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `mlbuild graph ... | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as e:  # noqa: BLE001 - the one place errors are rendered
         if isinstance(e, SystemExit):
             raise
