@@ -97,6 +97,8 @@ pub fn check(text: &str) -> Vec<Problem> {
                         keys_done = true;
                         if let Some(m) = key_problem(key) {
                             out.push(Problem { line: line_nr, core_error: false, message: m });
+                        } else if let Some(m) = integer_problem(key, s) {
+                            out.push(Problem { line: line_nr, core_error: false, message: m });
                         }
                     }
                     continue;
@@ -145,6 +147,44 @@ pub fn check(text: &str) -> Vec<Problem> {
     out
 }
 
+/// Keys the core reads as doubles; all others go through strtoull.
+const FLOAT_KEYS: &[&str] = &["target_qps", "target_latency_percentile", "accuracy_log_probability"];
+
+fn is_plain_integer(v: &str) -> bool {
+    let b = v.strip_prefix('+').unwrap_or(v);
+    if let Some(h) = b.strip_prefix("0x").or_else(|| b.strip_prefix("0X")) {
+        return !h.is_empty() && h.chars().all(|c| c.is_ascii_hexdigit());
+    }
+    !b.is_empty() && b.chars().all(|c| c.is_ascii_digit())
+}
+
+/// strtoull's reading of a token (what the core stores for integer keys).
+fn strtoull_prefix(v: &str) -> u64 {
+    let b = v.strip_prefix('+').unwrap_or(v);
+    let digits: String = b.chars().take_while(|c| c.is_ascii_digit()).collect();
+    digits.parse().unwrap_or(0)
+}
+
+fn integer_problem(key: &str, value: &str) -> Option<String> {
+    let parts: Vec<&str> = key.rsplitn(3, '.').collect();
+    let (name, scenario) = (parts[0], parts[1]);
+    let float_ok = FLOAT_KEYS.contains(&name)
+        || (name == "target_latency" && (scenario == "SingleStream" || scenario == "MultiStream"));
+    if float_ok || is_plain_integer(value) {
+        return None;
+    }
+    if let Some(neg) = value.strip_prefix('-') {
+        return Some(format!(
+            "value '{value}' of integer key '{key}' is read by the LoadGen with strtoull, which wraps \
+             it to 2^64-{neg}"
+        ));
+    }
+    Some(format!(
+        "value '{value}' of integer key '{key}' is read by the LoadGen as {} (strtoull)",
+        strtoull_prefix(value)
+    ))
+}
+
 fn key_problem(key: &str) -> Option<String> {
     let parts: Vec<&str> = key.rsplitn(3, '.').collect();
     if parts.len() != 3 {
@@ -175,7 +215,8 @@ mod tests {
         assert!(msgs.contains(&"value needs to be integer or double, line=6"));
         assert!(msgs.iter().any(|m| m.contains("line 7")));
         assert!(!msgs.iter().any(|m| m.contains("line=1")));
-        assert!(check("a.Offline.target_qps = 0x10\n*.*.min_duration = 1e3\n").is_empty());
+        assert!(check("a.Offline.target_qps = 0x10\n*.*.min_duration = 1000\n").is_empty());
+        assert_eq!(check("*.*.min_duration = 1e3\n").len(), 1);
         assert_eq!(check("a.b.c = = 1").len(), 1);
     }
 }

@@ -1,0 +1,61 @@
+"""Our backend against the official logs in ../shared/specs/loadgen-samples
+(made with the official 6.0.17 wheel, sample_user.conf, a DEADBEEF null SUT,
+QSL 24781/64), modulo timing values."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ._logs import assert_same_detail, first, parse_detail
+from .conftest import SAMPLES
+
+pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="loadgen-samples not available")
+
+CONF = SAMPLES / "sample_user.conf"
+BASE = dict(user_conf=str(CONF), model="retinanet", total=24781, perf=64, data="DEADBEEF")
+
+# Summary lines whose numbers are timing-dependent.
+TIMING_LABEL = re.compile(r"latency|per second|QPS w|Samples per second|estimate|Would discard|Scheduled samples")
+
+
+def summary_skeleton(text: str) -> list[str]:
+    out = []
+    for line in text.splitlines():
+        if "warning" in line:
+            out.append("<warnings line: count varies with logger contention>")
+        elif TIMING_LABEL.search(line):
+            out.append(re.sub(r"[-+]?\d[\d.e+]*", "N", line))
+        else:
+            out.append(line)
+    return out
+
+
+@pytest.mark.parametrize(
+    "name,scenario,mode,record",
+    [
+        ("offline_perf", "Offline", "PerformanceOnly", False),
+        ("offline_acc", "Offline", "AccuracyOnly", False),
+        ("server_perf", "Server", "PerformanceOnly", False),
+        ("singlestream_perf", "SingleStream", "PerformanceOnly", False),
+    ],
+)
+def test_matches_official_sample_logs(run_backend, name, scenario, mode, record):
+    res = run_backend("ours", dict(BASE, scenario=scenario, mode=mode, record=record), timeout=150)
+    assert res["from_config_rc"] == 0
+    out = res["outdir"]
+    golden = parse_detail(SAMPLES / f"{name}_mlperf_log_detail.full.txt")
+    ours = parse_detail(out / "mlperf_log_detail.txt")
+    assert_same_detail(golden, ours, what=name)
+    assert first(ours, "loadgen_file_sha1") == first(golden, "loadgen_file_sha1")
+    assert first(ours, "loadgen_version") == "6.0.17 @ d6147c7eb7"
+
+    g_sum = (SAMPLES / f"{name}_mlperf_log_summary.txt").read_text()
+    o_sum = (out / "mlperf_log_summary.txt").read_text()
+    assert summary_skeleton(o_sum) == summary_skeleton(g_sum)
+
+    if name == "offline_acc":
+        acc = (out / "mlperf_log_accuracy.json").read_bytes()
+        assert acc[:1500] == (SAMPLES / "offline_acc_mlperf_log_accuracy.head1500B.json").read_bytes()
+        assert acc[-300:] == (SAMPLES / "offline_acc_mlperf_log_accuracy.tail300B.json").read_bytes()
