@@ -118,6 +118,11 @@ class Result:
     out: str
     err: str
 
+    @property
+    def error(self) -> str:
+        """The rendered `error:` line."""
+        return next(line for line in self.err.splitlines() if line.startswith("error: "))
+
 
 class Project:
     def __init__(self, root: Path, server: LoopbackServer, capsys: Any = None) -> None:
