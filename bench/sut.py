@@ -87,7 +87,7 @@ def main() -> int:
         harness = sut.Harness(lg, session, info, tensors, meta, post, info.fixed_batch or 1, n, lambda _m: None)
         harness.warmup(3)
         data = np.memmap(tensors, dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
-        names = [info.outputs and list(info.outputs)[0]]
+        names = [list(info.outputs)[0]]
 
         def ours(i: int) -> float:
             out = tmp / f"ours{i}"
