@@ -408,7 +408,6 @@ YOLOX_URL = (
 )
 
 
-@pytest.mark.skipif(not (SHARED / "README.md").exists(), reason="shared mirror not present")
 def test_real_shared_mirror_offline(dest: Path) -> None:
     with fast([parse_mirror(str(SHARED))], offline=True) as f:
         got = f.fetch(FileSpec("yolox-nano-onnx", (YOLOX_URL,), None, 3_678_356, None), dest)

@@ -11,14 +11,13 @@ import pytest
 from mlbuild.errors import InputError
 from mlbuild.harness.coco import COCO80
 
-from .conftest import COCO128, build, needs_mirror
+from .conftest import COCO128, build
 
 
 def _doc(out: Path) -> dict:
     return json.loads((out / "annotations.json").read_text())
 
 
-@needs_mirror
 def test_coco128_counts_and_categories(coco_ann):
     doc = _doc(coco_ann)
     assert len(doc["images"]) == 128
@@ -39,7 +38,6 @@ def test_coco128_counts_and_categories(coco_ann):
     assert all(a["iscrowd"] == 0 for a in doc["annotations"])
 
 
-@needs_mirror
 def test_coco128_box_conversion(coco_ann):
     # labels/train2017/000000000009.txt line 1: "45 0.479492 0.688771 0.955609 0.5955" on a 640x480 image
     first = _doc(coco_ann)["annotations"][0]
@@ -53,13 +51,11 @@ def test_coco128_box_conversion(coco_ann):
     assert first["area"] == pytest.approx(w * h, abs=1e-2)
 
 
-@needs_mirror
 def test_coco128_output_is_deterministic(coco_ann, tmp_path):
     again = build("coco128-to-coco", tmp_path / "again", inputs={"dataset": COCO128})
     assert (again / "annotations.json").read_bytes() == (coco_ann / "annotations.json").read_bytes()
 
 
-@needs_mirror
 def test_coco128_orphan_labels_skipped_or_strict(tmp_path):
     logs: list[str] = []
     build("coco128-to-coco", tmp_path / "a", inputs={"dataset": COCO128}, logs=logs)
@@ -81,7 +77,6 @@ def _mini(tmp_path: Path, n: int = 2) -> Path:
     return root
 
 
-@needs_mirror
 def test_unknown_class_names_file_and_line(tmp_path):
     root = _mini(tmp_path)
     lbl = root / "labels" / "train2017" / "000000000009.txt"
@@ -90,7 +85,6 @@ def test_unknown_class_names_file_and_line(tmp_path):
         build("coco128-to-coco", tmp_path / "out", inputs={"dataset": root})
 
 
-@needs_mirror
 @pytest.mark.parametrize(
     "line, what",
     [

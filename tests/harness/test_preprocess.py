@@ -12,7 +12,7 @@ from PIL import Image
 from mlbuild.errors import InputError
 from mlbuild.harness import images
 
-from .conftest import COCO128, build, needs_mirror
+from .conftest import COCO128, build
 
 
 def _load(pre: Path) -> tuple[dict, np.ndarray]:
@@ -20,14 +20,12 @@ def _load(pre: Path) -> tuple[dict, np.ndarray]:
     return meta, np.memmap(pre / "tensors.bin", dtype=np.float32, mode="r", shape=tuple(meta["shape"]))
 
 
-@needs_mirror
 def test_letterbox_bytes_same_for_jobs_1_and_2(tmp_path, coco_ann, letterboxed16):
     one = build("letterbox", tmp_path / "j1", inputs={"dataset": COCO128, "annotations": coco_ann}, params={"count": 16}, jobs=1)
     assert (one / "tensors.bin").read_bytes() == (letterboxed16 / "tensors.bin").read_bytes()
     assert (one / "meta.json").read_bytes() == (letterboxed16 / "meta.json").read_bytes()
 
 
-@needs_mirror
 def test_letterbox_meta_and_layout(letterboxed16):
     meta, t = _load(letterboxed16)
     assert meta["shape"] == [16, 3, 416, 416]
@@ -42,7 +40,6 @@ def test_letterbox_meta_and_layout(letterboxed16):
     assert np.all(t == np.round(t))  # 8-bit values, as YOLOX's uint8 resize
 
 
-@needs_mirror
 def test_letterbox_pixels_follow_the_decoded_image(letterboxed16):
     _meta, t = _load(letterboxed16)
     rgb = np.asarray(Image.open(COCO128 / "images/train2017/000000000009.jpg").convert("RGB"), dtype=np.float32)

@@ -12,9 +12,8 @@ import pytest
 from mlbuild.errors import InputError, RunError
 from mlbuild.harness import logs, summary
 
-from .conftest import YOLOX, build, needs_mirror
+from .conftest import YOLOX, build
 
-pytestmark = needs_mirror
 
 FAST = {"min_duration_ms": 0, "min_query_count": 16}
 
