@@ -594,9 +594,50 @@ impl runtime::SutHandler for PySut {
             IssueKind::Arrays => {
                 let ids: Vec<u64> = samples.iter().map(|s| s.id).collect();
                 let idx: Vec<u64> = samples.iter().map(|s| s.index).collect();
-                call(&self.issue, |py| {
-                    PyTuple::new(py, [Py::new(py, U64Array::new(ids))?, Py::new(py, U64Array::new(idx))?])
-                })
+                // The callback may complete the query by its return value:
+                // True -> empty responses; a bytes-like object of n*k bytes ->
+                // sample i gets bytes [i*k, (i+1)*k). Completion then runs
+                // after the GIL is released, saving a Python->Rust call.
+                let ret: Result<Option<(Option<PyBuffer<u8>>, usize)>, CallbackError> = Python::with_gil(|py| {
+                    let r = (|| -> PyResult<Option<(Option<PyBuffer<u8>>, usize)>> {
+                        let args = PyTuple::new(py, [Py::new(py, U64Array::new(ids))?, Py::new(py, U64Array::new(idx))?])?;
+                        let out = self.issue.bind(py).call1(args)?;
+                        if out.is_none() || out.is(&*pyo3::types::PyBool::new(py, false)) {
+                            return Ok(None);
+                        }
+                        if out.is(&*pyo3::types::PyBool::new(py, true)) {
+                            return Ok(Some((None, 0)));
+                        }
+                        let buf = PyBuffer::<u8>::get(&out).map_err(|_| {
+                            PyTypeError::new_err("issue_arrays_cb must return None, True, or a bytes-like object")
+                        })?;
+                        let n = samples.len().max(1);
+                        if !buf.is_c_contiguous() || buf.len_bytes() % n != 0 {
+                            return Err(PyValueError::new_err(format!(
+                                "issue_arrays_cb returned {} bytes for {} samples; need a contiguous multiple",
+                                buf.len_bytes(),
+                                samples.len()
+                            )));
+                        }
+                        let k = buf.len_bytes() / n;
+                        Ok(Some((Some(buf), k)))
+                    })();
+                    r.map_err(|e| py_error(py, e))
+                });
+                match ret? {
+                    None => Ok(()),
+                    Some((buf, k)) => {
+                        let base = buf.as_ref().map(|b| b.buf_ptr() as u64).unwrap_or(0);
+                        let mut resps: Vec<Response> = samples
+                            .iter()
+                            .enumerate()
+                            .map(|(i, s)| Response { id: s.id, data: if k > 0 { base + (i * k) as u64 } else { 0 }, size: k as u64, n_tokens: 0 })
+                            .collect();
+                        let r = runtime::complete(&mut resps, None).map_err(|e| CallbackError::new(e.to_string()));
+                        drop(buf);
+                        r
+                    }
+                }
             }
             IssueKind::Fast => call(&self.issue, |py| {
                 let ids = PyList::new(py, samples.iter().map(|s| s.id))?;

@@ -172,3 +172,25 @@ def test_first_token_complete(lg, tmp_path):
     assert "First Token" in text or "TTFT" in text or "token" in text.lower()
     lg.DestroySUT(sut)
     lg.DestroyQSL(qsl)
+
+
+def test_batched_sut_completes_by_return_value(lg, tmp_path):
+    sut = lg.ConstructSUTBatched(lambda ids, idx: True)
+    qsl = null_qsl(lg)
+    lg.StartTestWithLogSettings(sut, qsl, settings(lg, "SingleStream", min_query_count=400), log_settings(lg, tmp_path))
+    assert result(tmp_path) == "VALID"
+    lg.DestroySUT(sut)
+
+    # a bytes-like return: equal slices per sample, copied into the accuracy log
+    sut = lg.ConstructSUTBatched(lambda ids, idx: np.asarray(idx).astype("<u2").tobytes())
+    lg.StartTestWithLogSettings(sut, qsl, settings(lg, mode="AccuracyOnly"), log_settings(lg, tmp_path))
+    entries = json.loads((tmp_path / "mlperf_log_accuracy.json").read_text())
+    assert len(entries) == 256
+    assert all(bytes.fromhex(e["data"]) == int(e["qsl_idx"]).to_bytes(2, "little") for e in entries)
+    lg.DestroySUT(sut)
+
+    sut = lg.ConstructSUTBatched(lambda ids, idx: 42)
+    with pytest.raises(lg.SutCallbackError, match="must return None, True, or a bytes-like"):
+        lg.StartTestWithLogSettings(sut, qsl, settings(lg), log_settings(lg, tmp_path))
+    lg.DestroySUT(sut)
+    lg.DestroyQSL(qsl)

@@ -6,7 +6,9 @@ A drop-in for the official module: ``import mlbuild_loadgen as lg`` instead of
 
 * ``ConstructSUTBatched(issue_arrays_cb, flush_cb)``: one callback per
   IssueQuery with ``(ids, indices)`` as :class:`U64Array` (buffer protocol,
-  zero-copy into numpy).
+  zero-copy into numpy). The callback may also complete the query by its
+  return value: ``True`` (empty responses) or a bytes-like object of n*k
+  bytes (sample i gets bytes [i*k, (i+1)*k)).
 * ``ConstructQueueSUT()`` + ``PollQueries(sut, max_samples, timeout_s)``:
   pull mode, the issue thread never takes the GIL.
 * ``QuerySamplesCompleteArrays(ids, data_ptrs=None, sizes=None, ...)`` and

@@ -150,7 +150,7 @@ def ConstructFastSUT(
     name: str = "PyFastSUT",
 ) -> int: ...
 def ConstructSUTBatched(
-    issue_arrays_cb: Callable[[U64Array, U64Array], None],
+    issue_arrays_cb: Callable[[U64Array, U64Array], None | bool | bytes | _Buffer],
     flush_queries_cb: Callable[[], None] | None = None,
     *,
     name: str = "PySUT",

@@ -1,0 +1,253 @@
+"""Benchmark: the official mlperf_loadgen bindings vs ours (mlbuild_loadgen),
+same LoadGen core, null SUT, interleaved, each run in its own subprocess.
+
+Figures (medians over --repeats runs):
+  * offline_1m_samples_per_s   Offline, one query of 1M samples, the LoadGen's
+                               result_samples_per_second (higher is better).
+                               official: best of inline ConstructSUT and
+                               ConstructFastSUT; ours: best of
+                               ConstructSUTBatched + QuerySamplesCompleteArrays
+                               and ConstructSUTBatched completing by return
+                               value.
+  * offline_1m_starttest_wall_s  wall time of StartTest for the same run.
+  * server_max_valid_qps_100ms  highest target QPS on a fixed ladder whose run
+                               is VALID (p99 <= 100 ms, early stopping met),
+                               --server-ms long runs. official: best of inline
+                               and fast SUTs; ours: best of ConstructQueueSUT
+                               (a worker thread polls and completes batches)
+                               and the batched inline SUT.
+  * singlestream_loop_us_per_query  1e6 / result_qps_with_loadgen_overhead
+                               (issue -> Python -> complete -> next issue);
+                               variants as for Offline. For scale: a Rust-only
+                               null SUT on the same core measures ~1.45 us
+                               (rust_loadgen_bindings/examples/null_ss.rs).
+
+Usage: python bench/loadgen.py [--json] [--repeats 3] [--wheel-dir DIR]
+Ours is imported from --wheel-dir (an unzipped wheel), $MLBUILD_LOADGEN_PATH,
+or the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# ---------------------------------------------------------------------------
+# worker (runs inside a subprocess)
+
+
+def _detail(outdir: str) -> dict:
+    vals: dict = {}
+    with open(os.path.join(outdir, "mlperf_log_detail.txt")) as f:
+        for line in f:
+            if line.startswith(":::MLLOG "):
+                d = json.loads(line[9:])
+                vals.setdefault(d["key"], d["value"])
+    return vals
+
+
+def worker(spec: dict) -> dict:
+    import threading
+
+    if spec["backend"] == "official":
+        import mlperf_loadgen as lg
+    else:
+        import mlbuild_loadgen as lg
+
+    variant = spec["variant"]
+    s = lg.TestSettings()
+    s.scenario = getattr(lg.TestScenario, spec["scenario"])
+    s.mode = lg.TestMode.PerformanceOnly
+    for k, v in spec["settings"].items():
+        setattr(s, k, v)
+    stop = threading.Event()
+    th = None
+    QSR = lg.QuerySampleResponse
+    complete = lg.QuerySamplesComplete
+    if variant == "inline":
+        def issue(qs):
+            complete([QSR(q.id, 0, 0) for q in qs])
+
+        sut = lg.ConstructSUT(issue, lambda: None)
+    elif variant == "fast":
+        def issue_fast(ids, idx):
+            complete([QSR(i, 0, 0) for i in ids])
+
+        sut = lg.ConstructFastSUT(issue_fast, lambda: None)
+    elif variant == "batched":
+        complete_arrays = lg.QuerySamplesCompleteArrays
+
+        def issue_arrays(ids, idx):
+            complete_arrays(ids)
+
+        sut = lg.ConstructSUTBatched(issue_arrays)
+    elif variant == "batched_ret":
+        # completes by return value (True: empty responses), see ConstructSUTBatched
+        sut = lg.ConstructSUTBatched(lambda ids, idx: True)
+    elif variant == "queue":
+        sut = lg.ConstructQueueSUT()
+        poll, complete_arrays = lg.PollQueries, lg.QuerySamplesCompleteArrays
+
+        def work():
+            while not stop.is_set():
+                ids, idx = poll(sut, 0, 0.002)
+                if len(ids):
+                    complete_arrays(ids)
+
+        th = threading.Thread(target=work, daemon=True)
+        th.start()
+    else:
+        raise SystemExit(f"unknown variant {variant}")
+    qsl = lg.ConstructQSL(24781, 64, lambda x: None, lambda x: None)
+    with tempfile.TemporaryDirectory() as d:
+        ls = lg.LogSettings()
+        ls.log_output.outdir = d
+        ls.enable_trace = False
+        t0 = time.perf_counter()
+        lg.StartTestWithLogSettings(sut, qsl, s, ls)
+        wall = time.perf_counter() - t0
+        stop.set()
+        if th:
+            th.join()
+        det = _detail(d)
+    return {
+        "wall_s": wall,
+        "validity": det.get("result_validity"),
+        "samples_per_second": det.get("result_samples_per_second"),
+        "qps_with_overhead": det.get("result_qps_with_loadgen_overhead"),
+        "completed_per_s": det.get("result_completed_samples_per_sec"),
+        "p99_ns": det.get("result_99.00_percentile_latency_ns"),
+    }
+
+
+# ---------------------------------------------------------------------------
+# driver
+
+
+def run(backend: str, variant: str, scenario: str, settings: dict, env: dict, timeout: float = 300) -> dict:
+    spec = dict(backend=backend, variant=variant, scenario=scenario, settings=settings)
+    p = subprocess.run(
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, timeout=timeout
+    )
+    if p.returncode != 0:
+        raise RuntimeError(f"{backend}/{variant}/{scenario} failed:\n{p.stdout}\n{p.stderr[-2000:]}")
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+OFFLINE = dict(min_duration_ms=0, offline_expected_qps=1.0, min_query_count=1_000_000)
+SS = dict(min_duration_ms=1000, single_stream_expected_latency_ns=2000.0, min_query_count=100)
+LADDER = {
+    "official": [100_000, 125_000, 150_000, 175_000, 200_000, 250_000, 300_000],
+    "ours": [200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_250_000, 1_500_000, 2_000_000],
+}
+
+
+def server_settings(qps: int, ms: int) -> dict:
+    return dict(
+        min_duration_ms=ms,
+        server_target_qps=float(qps),
+        server_target_latency_ns=100_000_000,
+        server_target_latency_percentile=0.99,
+        min_query_count=100,
+    )
+
+
+def server_search(backend: str, variant: str, ms: int, env: dict, log) -> int:
+    best = 0
+    for qps in LADDER[backend]:
+        r = run(backend, variant, "Server", server_settings(qps, ms), env)
+        log(f"  server {backend}/{variant} {qps}: {r['validity']} p99={r['p99_ns']} completed/s={r['completed_per_s']}")
+        if r["validity"] != "VALID":
+            break
+        best = qps
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worker")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--server-ms", type=int, default=2000)
+    ap.add_argument("--wheel-dir", default=os.environ.get("MLBUILD_LOADGEN_PATH"))
+    ap.add_argument("--only", default="offline,server,singlestream")
+    a = ap.parse_args()
+    if a.worker:
+        print(json.dumps(worker(json.loads(a.worker))))
+        return
+
+    env = dict(os.environ)
+    if a.wheel_dir:
+        env["PYTHONPATH"] = os.pathsep.join([a.wheel_dir, env.get("PYTHONPATH", "")])
+    log = (lambda m: print(m, file=sys.stderr, flush=True)) if a.json else (lambda m: print(m, flush=True))
+    only = set(a.only.split(","))
+    samples: dict[str, list[float]] = {}
+
+    def add(name, v):
+        samples.setdefault(name, []).append(v)
+
+    for rep in range(a.repeats):
+        log(f"repeat {rep + 1}/{a.repeats}")
+        if "offline" in only:
+            for backend, variant in (("official", "inline"), ("official", "fast"), ("ours", "batched"), ("ours", "batched_ret")):
+                r = run(backend, variant, "Offline", OFFLINE, env)
+                log(f"  offline {backend}/{variant}: {r['samples_per_second']} samples/s, StartTest {r['wall_s']:.3f} s, {r['validity']}")
+                add(f"offline/{backend}/{variant}/sps", float(r["samples_per_second"]))
+                add(f"offline/{backend}/{variant}/wall", r["wall_s"])
+        if "singlestream" in only:
+            for backend, variant in (("official", "inline"), ("official", "fast"), ("ours", "batched"), ("ours", "batched_ret")):
+                r = run(backend, variant, "SingleStream", SS, env)
+                us = 1e6 / float(r["qps_with_overhead"])
+                log(f"  singlestream {backend}/{variant}: {us:.2f} us/query ({r['validity']})")
+                add(f"ss/{backend}/{variant}", us)
+        if "server" in only:
+            for backend, variant in (("official", "inline"), ("official", "fast"), ("ours", "queue"), ("ours", "batched")):
+                add(f"server/{backend}/{variant}", server_search(backend, variant, a.server_ms, env, log))
+
+    med = {k: statistics.median(v) for k, v in samples.items()}
+
+    def best(prefix, backend, suffix="", higher=True):
+        cands = {k: v for k, v in med.items() if k.startswith(f"{prefix}/{backend}/") and k.endswith(suffix)}
+        k = (max if higher else min)(cands, key=cands.get)
+        return cands[k], k.split("/")[2]
+
+    figures = []
+    if "offline" in only:
+        o, ov = best("offline", "ours", "/sps")
+        r, rv = best("offline", "official", "/sps")
+        figures.append(dict(name="offline_1m_samples_per_s", unit="samples/s", higher_is_better=True, ours=o, reference=r,
+                            reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
+        ow = med[f"offline/ours/{ov}/wall"]
+        rw = min(med["offline/official/inline/wall"], med["offline/official/fast/wall"])
+        figures.append(dict(name="offline_1m_starttest_wall_s", unit="s", higher_is_better=False, ours=ow, reference=rw,
+                            reference_name="mlperf_loadgen best", ours_name=f"mlbuild_loadgen {ov}"))
+    if "server" in only:
+        o, ov = best("server", "ours")
+        r, rv = best("server", "official")
+        figures.append(dict(name="server_max_valid_qps_100ms", unit="QPS", higher_is_better=True, ours=o, reference=r,
+                            reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
+    if "singlestream" in only:
+        o, ov = best("ss", "ours", higher=False)
+        r, rv = best("ss", "official", higher=False)
+        figures.append(dict(name="singlestream_loop_us_per_query", unit="us/query", higher_is_better=False, ours=o,
+                            reference=r, reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
+
+    if a.json:
+        print(json.dumps({"figures": figures}))
+        return
+    print(f"\nmedians over {a.repeats} runs (all variants: {json.dumps({k: round(v, 3) for k, v in med.items()})})\n")
+    print(f"{'figure':34} {'official (best)':>18} {'ours (best)':>16} {'ratio':>8}")
+    for f in figures:
+        ratio = f["ours"] / f["reference"] if f["higher_is_better"] else f["reference"] / f["ours"]
+        print(f"{f['name']:34} {f['reference']:>18,.3f} {f['ours']:>16,.3f} {ratio:>7.2f}x   ({f['reference_name']} vs {f['ours_name']})")
+
+
+if __name__ == "__main__":
+    main()
