@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -46,15 +45,13 @@ def key(manifests: Path, lock: Path, targets: list[str], overrides: dict[str, An
             h.update(b"lock\0" + f.read())
     except OSError:
         return None
-    h.update(json.dumps([targets, overrides, platform.machine(), sys.version_info[:2]], sort_keys=True).encode())
+    h.update(json.dumps([targets, overrides, os.uname().machine, sys.version_info[:2]], sort_keys=True).encode())
     _code_digest(h)
-    from . import builders
+    # Builders whose identity includes things outside mlbuild's code (the LoadGen crate and
+    # the Rust toolchain) contribute a cheap stat-based key, without importing the builders.
+    from . import toolchain
 
-    for name in sorted(builders.REGISTRY):
-        mod = builders.load(name)
-        fk = getattr(mod, "fingerprint_key", None)
-        if fk is not None:
-            h.update(f"{name}\0{fk()}".encode())
+    h.update(toolchain.stat_key().encode())
     return h.hexdigest()
 
 

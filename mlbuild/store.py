@@ -29,12 +29,13 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import CorruptEntryError, StoreError
-from .hashing import ContentHash, Method, hash_path
+
+if TYPE_CHECKING:
+    from .hashing import ContentHash, Method
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -62,8 +63,7 @@ CREATE TABLE IF NOT EXISTS roots (
 """
 
 
-@dataclass(frozen=True)
-class EntryInfo:
+class EntryInfo(NamedTuple):
     name: str
     kind: str
     hash: ContentHash
@@ -213,6 +213,8 @@ class Store:
         return bool(count == len(set(names)) and all(os.path.lexists(self.root / n) for n in names))
 
     def info(self, name: str) -> EntryInfo | None:
+        from .hashing import ContentHash
+
         row = self.db.execute(
             "SELECT kind, method, size, sha256, blake3, deriver, sandbox FROM entries WHERE name=?", (name,)
         ).fetchone()
@@ -316,6 +318,8 @@ class Store:
         """
         if not os.path.lexists(staged):
             raise StoreError(f"builder produced no output for `{name}`")
+        from .hashing import hash_path
+
         _make_readonly(staged)
         got = known if known is not None else hash_path(staged, method)
         if expected is not None and (got.sha256 != expected.sha256 or got.size != expected.size):
@@ -433,6 +437,8 @@ class Store:
         path = self.root / name
         if not os.path.lexists(path):
             return False, "missing from disk"
+        from .hashing import hash_path
+
         try:
             got = hash_path(path, info.hash.method)  # type: ignore[arg-type]
         except OSError as e:

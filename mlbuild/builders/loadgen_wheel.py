@@ -64,27 +64,6 @@ def _ignore(_dir: str, names: list[str]) -> list[str]:
     return [n for n in names if n in ("target", "__pycache__", ".pytest_cache") or n.endswith(".so")]
 
 
-def fingerprint_key() -> str:
-    """Cheap stand-in for ``fingerprint_extra`` used by the plan cache: file stats, not contents."""
-    root = project_root()
-    parts = []
-    for base in (root / "rust_loadgen_bindings",):
-        for dirpath, dirnames, filenames in os.walk(base):
-            dirnames[:] = sorted(d for d in dirnames if d not in ("target", "__pycache__"))
-            for f in sorted(filenames):
-                st = os.stat(os.path.join(dirpath, f))
-                parts.append(f"{os.path.relpath(os.path.join(dirpath, f), root)}:{st.st_size}:{st.st_mtime_ns}")
-    for extra in (root / "Cargo.lock", Path(os.environ.get("RUSTUP_HOME", Path.home() / ".rustup")) / "toolchains"):
-        try:
-            st = os.stat(extra)
-            parts.append(f"{extra}:{st.st_size}:{st.st_mtime_ns}")
-        except OSError:
-            parts.append(f"{extra}:missing")
-    parts.append(shutil.which("rustc") or "no-rustc")
-    parts.append(shutil.which("c++") or "no-c++")
-    return "\n".join(parts)
-
-
 @functools.cache
 def fingerprint_extra() -> dict[str, Any]:
     from mlbuild.hashing import hash_file, hash_tree
