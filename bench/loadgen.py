@@ -240,7 +240,8 @@ def main() -> None:
                             reference=r, reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
 
     if a.json:
-        print(json.dumps({"figures": figures}))
+        keys = ("name", "unit", "higher_is_better", "ours", "reference", "reference_name")
+        print(json.dumps({"figures": [{k: f[k] for k in keys} for f in figures]}))
         return
     print(f"\nmedians over {a.repeats} runs (all variants: {json.dumps({k: round(v, 3) for k, v in med.items()})})\n")
     print(f"{'figure':34} {'official (best)':>18} {'ours (best)':>16} {'ratio':>8}")
