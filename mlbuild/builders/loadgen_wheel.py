@@ -105,7 +105,9 @@ def build(ctx: BuildContext) -> None:
     cargo_home = env.get("CARGO_HOME", str(Path.home() / ".cargo"))
     remap = [f"{work}=/build", f"{src}=/loadgen-src", f"{cargo_home}=/cargo", f"{ctx.tmp}=/tmp"]
     env["RUSTFLAGS"] = " ".join(f"--remap-path-prefix={r}" for r in remap)
-    env["CFLAGS"] = env["CXXFLAGS"] = " ".join(f"-ffile-prefix-map={r}" for r in remap)
+    # The LoadGen's own source directory is mapped by the crate's build.rs, so its logs name
+    # files as the official build does (`version.cc`); the rest is mapped here.
+    env["CFLAGS"] = env["CXXFLAGS"] = " ".join(f"-ffile-prefix-map={r}" for r in remap if not r.startswith(f"{src}="))
     python = os.environ.get("MLBUILD_PYTHON", sys.executable)
     cmd = [python, "-m", "maturin", "build", "--locked", "-m", str(work / "rust_loadgen_bindings" / "Cargo.toml"),
            "-o", str(ctx.out), "-i", python]

@@ -33,16 +33,11 @@ class Project:
         return r
 
 
-@pytest.fixture(scope="session")
-def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("e2e-store") / "store"
-
-
 @pytest.fixture()
-def project(tmp_path: Path, e2e_store: Path) -> Project:
+def project(tmp_path: Path, session_store: Path) -> Project:
     assert MIRROR.is_dir(), f"the shared mirror is expected at {MIRROR}"
     root = tmp_path / "project"
     root.mkdir()
     shutil.copytree(REPO / "manifests", root / "manifests")
     shutil.copytree(REPO / "lock", root / "lock")
-    return Project(root, e2e_store)
+    return Project(root, session_store)

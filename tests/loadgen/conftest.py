@@ -1,22 +1,17 @@
 """Fixtures for the mlbuild_loadgen tests.
 
-The tests need our wheel. ``MLBUILD_LOADGEN_WHEEL=/path/to/mlbuild_loadgen-*.whl``
-names a prebuilt one; otherwise it is built once with maturin from the
-official sdist (fetched with ``pip download``), both cached under the pytest
-cache (keyed by a hash of rust_loadgen_bindings/). The wheel is unzipped into
-a temp dir and put on sys.path (never installed into the venv).
-Swap ``obtain_wheel`` for the store's wheel when the core provides it.
+The tests need our wheel: ``mlbuild realize loadgen-pyo3`` builds it into the session's
+store from the locked official sdist (``MLBUILD_LOADGEN_WHEEL=/path/to/mlbuild_loadgen-*.whl``
+names a prebuilt one instead).  The wheel is unzipped into a temp dir and put on sys.path
+(never installed into the venv).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tarfile
 import zipfile
 from pathlib import Path
 
@@ -26,64 +21,32 @@ REPO = Path(__file__).resolve().parents[2]
 CRATE = REPO / "rust_loadgen_bindings"
 SAMPLES = REPO.parent / "shared" / "specs" / "loadgen-samples"
 RUNNER = Path(__file__).with_name("_runner.py")
-SDIST_REQ = "mlcommons-loadgen==6.0.17"
-SDIST_DIR = "mlcommons_loadgen-6.0.17"
 
 
-def _crate_key() -> str:
-    h = hashlib.sha256()
-    for p in sorted(CRATE.rglob("*")):
-        rel = p.relative_to(CRATE)
-        if not p.is_file() or rel.parts[0] in ("target", "dist") or "__pycache__" in rel.parts:
-            continue
-        h.update(str(rel).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _sdist_root(cache: Path) -> Path:
-    root = cache / "sdist" / SDIST_DIR
-    if (root / "loadgen.cc").is_file():
-        return root
-    dl = cache / "sdist-download"
-    dl.mkdir(parents=True, exist_ok=True)
-    tars = list(dl.glob("mlcommons_loadgen-*.tar.gz"))
-    if not tars:
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", SDIST_REQ, "-d", str(dl)],
-            check=True,
-        )
-        tars = list(dl.glob("mlcommons_loadgen-*.tar.gz"))
-    with tarfile.open(tars[0]) as t:
-        t.extractall(cache / "sdist", filter="data")
-    return root
-
-
-def obtain_wheel(request) -> Path:
+def obtain_wheel(session_store: Path) -> Path:
+    """The wheel as users get it: `mlbuild realize loadgen-pyo3`, a store entry built from the
+    locked official sdist by the derivation graph (once per session store)."""
     env = os.environ.get("MLBUILD_LOADGEN_WHEEL")
     if env:
         p = Path(env)
         if not p.is_file():
             raise pytest.UsageError(f"MLBUILD_LOADGEN_WHEEL={env} is not a file")
         return p
-    cache = Path(request.config.cache.mkdir("mlbuild-loadgen"))
-    out = cache / "wheels" / _crate_key()
-    found = sorted(out.glob("mlbuild_loadgen-*.whl"))
-    if found:
-        return found[-1]
-    src = _sdist_root(cache)
-    maturin = shutil.which("maturin") or str(Path(sys.executable).with_name("maturin"))
-    subprocess.run(
-        [maturin, "build", "--release", "-m", str(CRATE / "Cargo.toml"), "-o", str(out)],
-        check=True,
-        cwd=REPO,
-        env={**os.environ, "MLPERF_LOADGEN_SRC": str(src)},
+    r = subprocess.run(
+        [sys.executable, "-m", "mlbuild", "realize", "loadgen-pyo3", "--store", str(session_store), "-q"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "MLBUILD_NO_PROGRESS": "1"},
     )
-    return sorted(out.glob("mlbuild_loadgen-*.whl"))[-1]
+    assert r.returncode == 0, f"mlbuild realize loadgen-pyo3 failed:\n{r.stdout}\n{r.stderr}"
+    entry = Path(r.stdout.strip().splitlines()[-1])
+    assert entry.parent == session_store, entry
+    wheels = sorted(entry.glob("mlbuild_loadgen-*.whl"))
+    assert len(wheels) == 1, f"expected one wheel in {entry}"
+    return wheels[0]
 
 
 @pytest.fixture(scope="session")
-def lg_wheel(request) -> Path:
-    return obtain_wheel(request)
+def lg_wheel(session_store) -> Path:
+    return obtain_wheel(session_store)
 
 
 @pytest.fixture(scope="session")

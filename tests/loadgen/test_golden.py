@@ -11,7 +11,7 @@ import pytest
 from ._logs import assert_same_detail, first, parse_detail
 from .conftest import SAMPLES
 
-pytestmark = pytest.mark.skipif(not SAMPLES.is_dir(), reason="loadgen-samples not available")
+assert SAMPLES.is_dir(), f"the shared LoadGen samples are expected at {SAMPLES}"
 
 CONF = SAMPLES / "sample_user.conf"
 BASE = dict(user_conf=str(CONF), model="retinanet", total=24781, perf=64, data="DEADBEEF")
