@@ -71,15 +71,16 @@ class PlainReporter:
     def __init__(self, printer: Printer) -> None:
         self.p = printer
 
+    # Plain lines name artifacts and builds; which file came from which source is -v detail.
     def on_task_start(self, key: str, description: str, total: int | None = None) -> None:
-        if self.p.verbose or not _detail(key):
+        if self.p.verbose or not key.startswith("fetch:"):
             self.p.info(f"{description} ...")
 
     def on_task_progress(self, key: str, advance: int) -> None:
         pass
 
     def on_task_done(self, key: str, message: str = "") -> None:
-        if message and (self.p.verbose or not _detail(key)):
+        if message and (self.p.verbose or not key.startswith("fetch:")):
             self.p.info(message)
 
     def on_message(self, message: str) -> None:
@@ -646,7 +647,6 @@ def _repair(ctx: Ctx, entries: list[str]) -> None:
 def cmd_store_add(ctx: Ctx) -> int:
     from .errors import UsageError
     from .graph import flat_entry
-    from .hashing import hash_file
 
     src = Path(ctx.args.file)
     if not src.is_file():
@@ -654,8 +654,6 @@ def cmd_store_add(ctx: Ctx) -> int:
     store = ctx.store
     name = ctx.args.name or src.name
     with store.session(), store.staging(f"add-{os.getpid()}") as staging:
-        import shutil
-
         out = staging / "out"
         h = _copy_hashing(src, out)
         entry = flat_entry(h.sha256, name)
@@ -663,7 +661,6 @@ def cmd_store_add(ctx: Ctx) -> int:
             if not store.is_valid(entry):
                 store.commit(out, entry, kind="fixed", method="flat", known=h,
                              deriver={"type": "fixed", "artifact": name, "kind": "added"})
-        _ = shutil, hash_file
     print(store.path(entry))
     return 0
 
@@ -890,10 +887,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_results)
     return parser
-
-
-def _fix_export_args(argv: list[str]) -> list[str]:
-    return argv
 
 
 def render_error(e: BaseException, verbose: bool) -> int:

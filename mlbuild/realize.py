@@ -155,7 +155,7 @@ class Realizer:
             out=out, jobs=self.jobs, log_path=self.store.log_path(node.entry),
             on_line=lambda line: self.reporter.on_message(f"{node.name}: {line}") if line else None,
         )
-        self.reporter.on_task_done(key, f"built {node.name}")
+        self.reporter.on_task_done(key, f"{'ran' if node.kind == 'run' else 'built'} {node.name}")
         return sb
 
     def _build(self, node: Node, staging: Path) -> None:
