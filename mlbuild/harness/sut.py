@@ -8,7 +8,8 @@ have the same Python API).
 - SUT: the issue callback only queues ``(ids, indices)``; one worker thread takes queued
   samples, runs them through the session in batches of ``batch_size`` (the model's fixed
   batch dimension when it has one), post-processes each sample into its accuracy record and
-  completes the whole batch with one ``QuerySamplesComplete`` call. When the LoadGen offers
+  completes the whole batch with one ``QuerySamplesComplete`` call; post-processing and
+  completion run on a second thread, overlapping the next ``session.run``. When the LoadGen offers
   ``ConstructFastSUT`` the callback receives plain id/index lists, so no ``QuerySample``
   object is built per sample. Server queries that wait in the queue are batched together up
   to ``batch_size``.
@@ -288,10 +289,29 @@ class Harness:
                     padded[: x.shape[0]] = x
                     x = padded
                 outputs = run(names, {feed_name: x})
-                recs = self.post(outputs, indices)
             except BaseException as exc:  # keep the LoadGen from waiting forever
                 if self.failure is None:
                     self.failure = exc
+                outputs = None
+            # Post-processing and completion overlap the next session.run (which releases the GIL).
+            self.post_queue.put((batch, indices, outputs))
+
+    def _completer(self) -> None:
+        lg = self.lg
+        np = self._np
+        while True:
+            item = self.post_queue.get()
+            if item is None:
+                return
+            batch, indices, outputs = item
+            recs = None
+            if outputs is not None:
+                try:
+                    recs = self.post(outputs, indices)
+                except BaseException as exc:
+                    if self.failure is None:
+                        self.failure = exc
+            if recs is None:
                 recs = [np.zeros((0, 7), np.float32) for _ in batch]
             responses = []
             for (_, qid, _), rec in zip(batch, recs):
@@ -317,8 +337,11 @@ class Harness:
         outdir.mkdir(parents=True, exist_ok=True)
         self.timeline = Timeline()
         self.failure = None
+        self.post_queue: queue.SimpleQueue = queue.SimpleQueue()
         worker = threading.Thread(target=self._worker, name="mlbuild-sut", daemon=True)
+        completer = threading.Thread(target=self._completer, name="mlbuild-sut-complete", daemon=True)
         worker.start()
+        completer.start()
         fast = hasattr(lg, "ConstructFastSUT")
         sut = lg.ConstructFastSUT(self.issue_fast, self.flush) if fast else lg.ConstructSUT(self.issue, self.flush)
         qsl = lg.ConstructQSL(self.n, self.perf_count, self.load, self.unload)
@@ -335,6 +358,8 @@ class Harness:
             os.chdir(cwd)
             self.queue.put(None)
             worker.join()
+            self.post_queue.put(None)
+            completer.join()
             (lg.DestroyFastSUT if fast else lg.DestroySUT)(sut)
             lg.DestroyQSL(qsl)
             self.queue = queue.SimpleQueue()

@@ -183,8 +183,78 @@ impl Hasher {
     }
 }
 
+/// Per-class greedy non-maximum suppression over detections sorted by descending score
+/// (stable on ties), as torchvision's `batched_nms`: within a class, a box is dropped when
+/// its IoU with an already kept box exceeds `iou_threshold`. IoU is computed in f32 exactly
+/// as the numpy reference in `mlbuild.harness.postprocess.nms_reference` does.
+/// Returns the kept indices in descending score order, at most `max_detections` (0 = all).
+pub fn nms_impl(boxes: &[f32], scores: &[f32], classes: &[i64], iou_threshold: f32, max_detections: usize) -> Vec<i64> {
+    let n = scores.len();
+    let mut order: Vec<usize> = (0..n).collect();
+    // stable sort by descending score; NaN scores sort last
+    order.sort_by(|&a, &b| scores[b].partial_cmp(&scores[a]).unwrap_or(std::cmp::Ordering::Equal));
+    let area = |i: usize| -> f32 {
+        let b = &boxes[4 * i..4 * i + 4];
+        (b[2] - b[0]).max(0.0) * (b[3] - b[1]).max(0.0)
+    };
+    let mut suppressed = vec![false; n];
+    let mut kept = Vec::new();
+    for (ri, &i) in order.iter().enumerate() {
+        if suppressed[ri] {
+            continue;
+        }
+        kept.push(i as i64);
+        if max_detections > 0 && kept.len() == max_detections {
+            break;
+        }
+        let bi = &boxes[4 * i..4 * i + 4];
+        let ai = area(i);
+        for (rj, &j) in order.iter().enumerate().skip(ri + 1) {
+            if suppressed[rj] || classes[j] != classes[i] {
+                continue;
+            }
+            let bj = &boxes[4 * j..4 * j + 4];
+            let iw = (bi[2].min(bj[2]) - bi[0].max(bj[0])).max(0.0);
+            let ih = (bi[3].min(bj[3]) - bi[1].max(bj[1])).max(0.0);
+            let inter = iw * ih;
+            let union = ai + area(j) - inter;
+            let iou = if union > 0.0 { inter / union } else { 0.0 };
+            if iou > iou_threshold {
+                suppressed[rj] = true;
+            }
+        }
+    }
+    kept
+}
+
+/// nms(boxes float32[n,4] xyxy, scores float32[n], classes int64[n], iou_threshold, max_detections)
+/// -> list of kept indices (descending score). Any C-contiguous buffers (numpy arrays) work.
+#[pyfunction]
+fn nms(
+    py: Python<'_>,
+    boxes: pyo3::buffer::PyBuffer<f32>,
+    scores: pyo3::buffer::PyBuffer<f32>,
+    classes: pyo3::buffer::PyBuffer<i64>,
+    iou_threshold: f32,
+    max_detections: usize,
+) -> PyResult<Vec<i64>> {
+    let b = boxes.to_vec(py)?;
+    let s = scores.to_vec(py)?;
+    let c = classes.to_vec(py)?;
+    if b.len() != 4 * s.len() || c.len() != s.len() {
+        return Err(pyo3::exceptions::PyValueError::new_err(format!(
+            "nms: expected boxes [n,4], scores [n], classes [n]; got {} box values, {} scores, {} classes",
+            b.len(),
+            s.len(),
+            c.len()
+        )));
+    }
+    Ok(py.allow_threads(|| nms_impl(&b, &s, &c, iou_threshold, max_detections)))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(nms, m)?)?;
     m.add_function(wrap_pyfunction!(hash_file, m)?)?;
     m.add_function(wrap_pyfunction!(hash_tree, m)?)?;
     m.add_class::<Hasher>()?;

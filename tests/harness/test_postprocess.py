@@ -133,3 +133,29 @@ def test_module_imports_no_heavy_library_at_top_level():
     top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
     names = {a.name for n in top for a in n.names} | {n.module for n in top if isinstance(n, ast.ImportFrom)}
     assert "numpy" not in names
+
+
+# --- the native NMS is held against the numpy reference ---------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(0, 60),
+    seed=st.integers(0, 2**32 - 1),
+    classes=st.integers(1, 4),
+    iou=st.sampled_from([0.3, 0.5, 0.65, 0.9]),
+    max_det=st.sampled_from([0, 1, 5, 100]),
+    ties=st.booleans(),
+)
+def test_native_nms_matches_reference(n, seed, classes, iou, max_det, ties):
+    from mlbuild.harness.postprocess import nms, nms_reference
+
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, 100, size=(n, 2)).astype(np.float32)
+    wh = rng.uniform(0, 40, size=(n, 2)).astype(np.float32)
+    boxes = np.concatenate([xy, xy + wh], axis=1)
+    scores = (rng.integers(0, 4, size=n) / 4 if ties else rng.uniform(0, 1, size=n)).astype(np.float32)
+    cls = rng.integers(0, classes, size=n).astype(np.int64)
+    assert nms(boxes, scores, cls, iou, max_det).tolist() == nms_reference(boxes, scores, cls, iou, max_det).tolist()
