@@ -32,6 +32,7 @@ def main(spec_path: str) -> int:
         tmp=Path(spec["tmp"]),
         jobs=int(spec["jobs"]),
         log=log,
+        entry=spec.get("entry", ""),
     )
     try:
         builders.load(spec["builder"]).build(ctx)

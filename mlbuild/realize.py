@@ -152,7 +152,7 @@ class Realizer:
         module = builders.load(node.builder)
         sb = sandbox.run_builder(
             builder=node.builder, module=module, inputs=self._builder_inputs(node), params=node.params,
-            out=out, jobs=self.jobs, log_path=self.store.log_path(node.entry),
+            out=out, jobs=self.jobs, log_path=self.store.log_path(node.entry), entry=node.entry,
             on_line=lambda line: self.reporter.on_message(f"{node.name}: {line}") if line else None,
         )
         self.reporter.on_task_done(key, f"{'ran' if node.kind == 'run' else 'built'} {node.name}")

@@ -67,6 +67,7 @@ def run_builder(
     jobs: int,
     log_path: Path,
     on_line: Callable[[str], None],
+    entry: str = "",
 ) -> str:
     """Run ``builder`` into ``out`` (created empty); return the sandbox used."""
     needs_network = bool(getattr(module, "NEEDS_NETWORK", False))
@@ -90,7 +91,7 @@ def run_builder(
         spec = {
             "builder": builder, "inputs": {k: str(v) for k, v in inputs.items()}, "params": dict(params),
             "out": str(out), "tmp": str(tmp / "tmp"), "jobs": jobs,
-            "package_parent": str(tmp / "pkg"), "env_site": env_site,
+            "package_parent": str(tmp / "pkg"), "env_site": env_site, "entry": entry,
         }
         spec_path = tmp / "spec.json"
         spec_path.write_text(json.dumps(spec, sort_keys=True))

@@ -65,6 +65,7 @@ class BuildContext:
     tmp: Path
     jobs: int = 1
     log: Callable[[str], None] = field(default=lambda _msg: None)
+    entry: str = ""  # the store entry being built (`<digest>-<name>`): its identity
 
 
 def load(name: str) -> ModuleType:

@@ -153,6 +153,8 @@ def run(ctx, p: dict[str, Any], version: int) -> None:
         "builder": {"name": "mlperf-run", "version": version},
         "params": dict(p, score_threshold_effective=threshold, batch_size_effective=batch),
         "inputs": {k: Path(v).name for k, v in sorted(ctx.inputs.items())},
+        # the run's identity: its store entry, named by the digest of its derivation
+        "run": {"entry": ctx.entry, "digest": ctx.entry.split("-", 1)[0]} if ctx.entry else {},
         "model": dict(info.as_dict(), file=model_path.name),
         "dataset": {"samples": n, "annotated_images": len(annotations["images"]), "shape": meta["shape"]},
         "metrics": {"mAP": None, "samples_per_second": None, "validity": None},
