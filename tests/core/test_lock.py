@@ -198,3 +198,29 @@ def test_lock_text_is_independent_of_insertion_order(lock: Lock) -> None:
                     dict(reversed(list(lock.artifacts.items()))), dict(reversed(list(lock.unpinned.items()))),
                     dict(reversed(list(lock.toolchain.items()))))
     assert lockmod.dumps(shuffled) == lockmod.dumps(lock)
+
+
+def test_python_packages_locked_for_another_platform_are_refused(tmp_path):
+    import pytest
+
+    """A lock's wheels fit the platform it was made on; elsewhere realize says so, by name."""
+    from mlbuild import graph, lock as lockmod, manifest as manifestmod
+    from mlbuild.errors import LockError
+    from mlbuild.hashing import ContentHash
+
+    mdir = tmp_path / "manifests"
+    mdir.mkdir()
+    (mdir / "py.toml").write_text('[pypi.deps]\nrequirements = ["numpy"]\n')
+    m = manifestmod.load(mdir)
+    d = m.decls["deps"]
+    h = ContentHash("tree", 1, "0" * 64, "1" * 64)
+    art = lockmod.LockedArtifact("deps", "pypi", lockmod.decl_digest(d), h,
+                                 (lockmod.LockedFile("numpy-2.0-cp311-cp311-foo.whl", 1, "2" * 64, "3" * 64,
+                                                     package="numpy", version="2.0"),))
+    plat = graph.host_platform()
+    other = "riscv64-plan9" if plat["system"] != "riscv64-plan9" else "x86_64-linux"
+    mine = lockmod.Lock(lockmod.manifests_digest(m), plat["system"], plat["python"], {"deps": art})
+    assert graph.plan(m, mine, ["deps"]).nodes["deps"].fixed
+    theirs = lockmod.Lock(lockmod.manifests_digest(m), other, plat["python"], {"deps": art})
+    with pytest.raises(LockError, match=f"locked to wheels for `{other}`"):
+        graph.plan(m, theirs, ["deps"])
