@@ -142,3 +142,21 @@ def test_offline_with_nothing_local_lists_what_is_missing_and_makes_no_request(l
     n = p.server.total_requests()
     p.cli("realize", "bundle", "--offline")
     assert p.server.total_requests() == n
+
+
+def test_gc_refuses_while_a_realize_holds_the_store(locked: Project, tmp_path: Path) -> None:
+    """What a running realize is about to use is never collected: gc waits its turn."""
+    from mlbuild.store import Store
+
+    p = locked
+    p.cli("realize", "bundle")
+    stray = tmp_path / "stray.bin"
+    stray.write_bytes(b"nobody needs me\n")
+    added = Path(p.cli("store", "add", str(stray)).out.strip()).name
+    held = Store(p.store_dir)
+    with held.session():  # what every realize holds while it runs
+        r = p.run("gc")
+        assert r.code != 0 and "a `realize` is running on this store" in r.err, r.err
+        assert added in p.registered()
+    held.close()
+    assert f"removed {added}" in p.cli("gc").out
