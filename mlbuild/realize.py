@@ -191,8 +191,17 @@ class Realizer:
                     continue
                 got = hash_path(out, "tree")
                 same = got.sha256 == info.hash.sha256
-                detail = "bit-identical" if same else (
-                    f"differs: store has sha256 {info.hash.sha256}, rebuild gave {got.sha256}")
+                detail = "bit-identical"
+                if not same:
+                    # keep the rebuild beside the entry so the two can be compared
+                    from .store import remove_path
+
+                    kept = self.store.meta / "check" / node.entry
+                    kept.parent.mkdir(parents=True, exist_ok=True)
+                    remove_path(kept)
+                    out.rename(kept)
+                    detail = (f"differs: store has sha256 {info.hash.sha256}, rebuild gave {got.sha256}; "
+                              f"compare with `diffoscope {self.store.path(node.entry)} {kept}`")
                 results.append(CheckResult(name, node.entry, same, detail))
         return results
 

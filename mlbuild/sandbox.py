@@ -9,6 +9,7 @@ namespaces via ``unshare -rn``); the entry records which sandbox it had.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -16,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,37 @@ FIXED_ENV = {
 # Passed through when set: they work around CPU-specific faults of older OpenBLAS
 # builds on some hosts and never change results.
 HOST_PASSTHROUGH = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+@contextlib.contextmanager
+def _build_dir(entry: str) -> Iterator[Path]:
+    """The builder's scratch directory: ``$TMPDIR/mlbuild-build/<entry>``, the same path on
+    every machine for the same derivation (as Nix's ``/build``), so paths that tools record
+    (SBOMs, debug info) don't make outputs differ.  Falls back to a random directory when
+    another process is building the same entry from another store."""
+    import fcntl
+
+    base = Path(tempfile.gettempdir()) / "mlbuild-build"
+    base.mkdir(exist_ok=True)
+    if entry:
+        fd = os.open(base / f"{entry}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+        else:
+            tmp = base / entry
+            try:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir()
+                yield tmp
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+                os.close(fd)
+            return
+    with tempfile.TemporaryDirectory(prefix="mlbuild-build-") as tmp_s:
+        yield Path(tmp_s)
 
 
 @functools.cache
@@ -79,8 +111,7 @@ def run_builder(
             raise errors.BuildError(f"builder `{builder}` needs an `env` input holding `site-packages`")
         env_site = str(env_dir / "site-packages")
     package_dir = Path(__file__).resolve().parent
-    with tempfile.TemporaryDirectory(prefix="mlbuild-build-") as tmp_s:
-        tmp = Path(tmp_s)
+    with _build_dir(entry) as tmp:
         (tmp / "home").mkdir()
         (tmp / "tmp").mkdir()
         (tmp / "pkg").mkdir()
