@@ -125,7 +125,8 @@ def test_builder_environment_is_scrubbed(locked: Project, monkeypatch: pytest.Mo
     assert "MLBUILD_TEST_SECRET" not in report["keys"] and "PYTHONPATH" not in report["keys"]
     home, tmp, cwd = Path(report["HOME"]), Path(report["TMPDIR"]), Path(report["cwd"])
     assert home.name == "home" and tmp.name == "tmp" and home.parent == tmp.parent == cwd.parent
-    assert home.parent.name.startswith("mlbuild-build-")
+    # fixed per derivation (as Nix's /build), so recorded build paths don't vary between builds
+    assert home.parent.name == out.name and home.parent.parent.name == "mlbuild-build"
     assert str(home) != os.path.expanduser("~")
     assert not home.parent.exists()  # the sandbox directory is gone afterwards
     info = json.loads(p.cli("show", "envcheck", "--json").out)
