@@ -84,10 +84,11 @@ def unpack_into(archive: Path, out: Path, fmt: str, strip: int) -> None:
     unpack(archive, out, fmt, strip_components=strip)
 
 
-def lock_python(name: str, requirements: Sequence[str], out: Path) -> list[LockedFile]:
-    """Resolve requirements into wheels in ``out`` and describe each file."""
+def lock_python(name: str, requirements: Sequence[str], out: Path, *, platform: str | None = None,
+                python: str | None = None) -> list[LockedFile]:
+    """Resolve requirements into wheels in ``out`` (for this machine or ``platform``); describe each."""
     files = []
-    for p in pypi.resolve_wheels(requirements, out):
+    for p in pypi.resolve_wheels(requirements, out, platform=platform, python=python):
         pkg, ver = pypi.parse_filename(p.name)
         h = hash_file(p)
         files.append(LockedFile(p.name, h.size, h.sha256, h.blake3, (), None, pkg, ver))

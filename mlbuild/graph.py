@@ -146,17 +146,22 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
             if lock is None:
                 raise LockError("no lockfile", hints=["run `mlbuild lock` first"])
             art = lock.artifacts.get(name)
+            if d.kind == "pypi" and lock.platform != plat["system"]:
+                # wheels are per platform: use the set locked for this machine, if any
+                from .pypi import variant_name
+
+                art = lock.artifacts.get(variant_name(name, plat["system"]))
+                if art is None:
+                    raise LockError(
+                        f"`{name}` is locked to wheels for `{lock.platform}`, but this machine is `{plat['system']}`",
+                        hints=[f"add `platforms = [\"{plat['system']}\"]` to `{name}` and run `mlbuild lock` "
+                               "(on any machine), or run `mlbuild lock` here"])
             if art is None:
                 unp = lock.unpinned.get(name)
                 if unp is not None:
                     raise LockError(f"`{name}` is not pinned in the lock: {unp.reason}",
                                     hints=["run `mlbuild lock` where its bytes can be reached (network or `--mirror DIR`)"])
                 raise LockError(f"`{name}` is not in the lock", hints=["run `mlbuild lock` to pin it"])
-            if art.kind == "pypi" and lock.platform != plat["system"]:
-                raise LockError(
-                    f"`{name}` is locked to wheels for `{lock.platform}`, but this machine is `{plat['system']}`",
-                    hints=["Python packages are locked per platform: run `mlbuild lock --update "
-                           f"{name}` on this platform (or keep one lockfile per platform with `--lock FILE`)"])
             if art.decl != decl_digest(d):
                 raise StaleLockError(f"the lock's pin of `{name}` is out of date", reasons=[
                     f"`{name}` ({d.where.file}:{d.where.line}) changed since it was locked"],

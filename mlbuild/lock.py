@@ -88,6 +88,8 @@ def decl_digest(d: Decl) -> str:
             body["base_url"] = d.base_url
     elif isinstance(d, PypiDecl):
         body = {"kind": "pypi", "requirements": list(d.requirements)}
+        if d.platforms:
+            body["platforms"] = list(d.platforms)
     elif isinstance(d, SdistDecl):
         body = {"kind": "sdist", "package": d.package, "version": d.version}
     else:
@@ -225,8 +227,18 @@ def write_if_changed(path: Path, lock: Lock) -> bool:
 
 def stale_reasons(lock: Lock, manifest: Manifest) -> list[str]:
     """Why ``lock`` no longer matches ``manifest`` (empty when it does)."""
+    from .pypi import variant_name
+
     reasons: list[str] = []
     wanted = lockable(manifest)
+    variants = {variant_name(n, p): (n, d) for n, d in wanted.items() if isinstance(d, PypiDecl)
+                for p in d.platforms if p != lock.platform}
+    for vname, (name, d) in variants.items():
+        if vname not in lock.artifacts and vname not in lock.unpinned:
+            reasons.append(f"`{name}` ({d.where.file}:{d.where.line}) has no wheels locked for "
+                           f"`{vname.split('@', 1)[1]}`")
+        elif vname in lock.artifacts and lock.artifacts[vname].decl != decl_digest(d):
+            reasons.append(f"`{name}` ({d.where.file}:{d.where.line}) changed since its `{vname}` wheels were locked")
     for name, d in wanted.items():
         digest = decl_digest(d)
         where = f"{d.where.file}:{d.where.line}" if d.where.line else d.where.file
@@ -239,7 +251,7 @@ def stale_reasons(lock: Lock, manifest: Manifest) -> list[str]:
         elif unp is not None and unp.decl != digest:
             reasons.append(f"`{name}` ({where}) changed since it was listed as unpinned")
     for name in sorted(set(lock.artifacts) | set(lock.unpinned)):
-        if name not in wanted:
+        if name not in wanted and name not in variants:
             reasons.append(f"`{name}` is locked but no manifest declares it any more")
     return reasons
 

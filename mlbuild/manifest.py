@@ -74,6 +74,8 @@ class PypiDecl:
     requirements: tuple[str, ...]
     description: str = ""
     kind: str = "pypi"
+    # Platforms locked besides the one `mlbuild lock` runs on (keys of pypi.PLATFORM_TAGS).
+    platforms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -309,7 +311,14 @@ def _parse_files_from(ctx: _Ctx, value: Any) -> dict[str, Any] | None:
 def _parse_pypi(ctx: _Ctx, t: Mapping[str, Any]) -> PypiDecl:
     from packaging.requirements import InvalidRequirement, Requirement
 
-    ctx.check_keys(t, ("description", "requirements"))
+    from .pypi import PLATFORM_TAGS
+
+    ctx.check_keys(t, ("description", "requirements", "platforms"))
+    platforms = ctx.strings(t, "platforms")
+    for plat in platforms:
+        if plat not in PLATFORM_TAGS:
+            raise ctx.err(f"unknown platform {plat!r}", "platforms",
+                          (f"known platforms: {', '.join(sorted(PLATFORM_TAGS))}",))
     reqs = ctx.strings(t, "requirements")
     if not reqs:
         raise ctx.err("a `pypi` declaration needs at least one requirement", "requirements")
@@ -319,7 +328,7 @@ def _parse_pypi(ctx: _Ctx, t: Mapping[str, Any]) -> PypiDecl:
         except InvalidRequirement as e:
             raise ctx.err(f"invalid requirement {r!r}: {e}", "requirements") from None
     return PypiDecl(ctx.name, Where(ctx.file, _line_of(ctx.text, "pypi", ctx.name)), tuple(sorted(reqs)),
-                    ctx.string(t, "description", default="") or "")
+                    ctx.string(t, "description", default="") or "", platforms=tuple(sorted(set(platforms))))
 
 
 def _parse_sdist(ctx: _Ctx, t: Mapping[str, Any]) -> SdistDecl:

@@ -20,6 +20,18 @@ _WHEEL_RE = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^
 _SDIST_RE = re.compile(r"^(?P<name>.+)-(?P<version>[^-]+)\.(tar\.gz|zip)$")
 
 
+# mlbuild's platform names -> the wheel platform tags pip may pick for them, best first.
+PLATFORM_TAGS: dict[str, tuple[str, ...]] = {
+    "x86_64-linux": tuple(f"manylinux_2_{v}_x86_64" for v in range(39, 16, -1)) + ("manylinux2014_x86_64", "linux_x86_64"),
+    "aarch64-linux": tuple(f"manylinux_2_{v}_aarch64" for v in range(39, 16, -1)) + ("manylinux2014_aarch64", "linux_aarch64"),
+}
+
+
+def variant_name(name: str, platform: str) -> str:
+    """The lock's name for a `pypi` set's wheels on a platform other than the lock's own."""
+    return f"{name}@{platform}"
+
+
 def normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -44,10 +56,21 @@ def _pip(args: Sequence[str], what: str) -> None:
         )
 
 
-def resolve_wheels(requirements: Sequence[str], dest: Path) -> list[Path]:
-    """Resolve ``requirements`` (with dependencies) for this platform into wheels in ``dest``."""
+def resolve_wheels(requirements: Sequence[str], dest: Path, *, platform: str | None = None,
+                   python: str | None = None) -> list[Path]:
+    """Resolve ``requirements`` (with dependencies) into wheels in ``dest``: for this machine,
+    or for ``platform`` (a key of PLATFORM_TAGS) and CPython ``python`` ("3.11")."""
     dest.mkdir(parents=True, exist_ok=True)
-    _pip(["--only-binary", ":all:", "--dest", str(dest), *requirements], ", ".join(requirements))
+    target: list[str] = []
+    if platform is not None:
+        assert python is not None
+        abi = "cp" + python.replace(".", "")
+        for tag in PLATFORM_TAGS[platform]:
+            target += ["--platform", tag]
+        target += ["--python-version", python, "--implementation", "cp", "--abi", abi, "--abi", "abi3",
+                   "--abi", "none"]
+    what = ", ".join(requirements) + (f" for {platform}" if platform else "")
+    _pip(["--only-binary", ":all:", *target, "--dest", str(dest), *requirements], what)
     return sorted(dest.iterdir())
 
 

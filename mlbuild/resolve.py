@@ -20,6 +20,7 @@ from . import artifacts, lock as lockmod
 from .errors import FetchError, HashMismatchError, MlbuildError, UsageError
 from .graph import fixed_entry, host_platform
 from .hashing import ContentHash, hash_path, sha256_hex
+from .pypi import variant_name
 from .lock import Lock, LockedArtifact, Unpinned
 from .manifest import BuildDecl, Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
 from .reporter import NullReporter, Reporter
@@ -120,6 +121,25 @@ def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: boo
         return art
 
 
+def _pin_wheels_for(d: PypiDecl, lock_name: str, platform: str, python: str, store: Store,
+                    offline: bool) -> LockedArtifact:
+    """Resolve a `pypi` set for another platform (pip's --platform); keep the wheels in the store
+    too, so `mirror export` can hand them to a machine of that platform."""
+    if offline:
+        raise FetchError(f"resolving Python requirements for {platform} needs a package index (`--offline` was given)")
+    with store.staging(f"lock-{lock_name}") as staging:
+        out = staging / "out"
+        files = artifacts.lock_python(lock_name, d.requirements, out, platform=platform, python=python)
+        h = hash_path(out, "tree")
+        art = LockedArtifact(lock_name, "pypi", lockmod.decl_digest(d), h, tuple(sorted(files, key=lambda f: f.path)))
+        entry = fixed_entry(art)
+        with store.entry_lock(entry):
+            if not store.is_valid(entry):
+                store.commit(out, entry, kind="fixed", method="tree", known=h,
+                             deriver={"type": "fixed", "artifact": lock_name, "kind": "pypi"})
+        return art
+
+
 def _reason(d: Decl, e: FetchError) -> str:
     """Why an artifact stays unpinned, without host-specific paths (the lock is portable)."""
     first = e.message.splitlines()[0]
@@ -151,17 +171,29 @@ def resolve(
     pinned: dict[str, LockedArtifact] = {}
     unpinned: dict[str, Unpinned] = {}
     # declarations whose file list comes from another artifact go after it
+    host = host_platform()
+    same_platform = previous is not None and previous.platform == host["system"]
     ordered = sorted(wanted.items(), key=lambda kv: isinstance(kv[1], FetchDecl) and kv[1].files_from is not None)
+    jobs: list[tuple[str, Decl, str | None]] = []
     for name, d in ordered:
+        jobs.append((name, d, None))
+        if isinstance(d, PypiDecl):
+            jobs.extend((variant_name(name, p), d, p) for p in d.platforms if p != host["system"])
+    for name, d, target in jobs:
         digest = lockmod.decl_digest(d)
         old = previous.artifacts.get(name) if previous else None
-        if old is not None and old.decl == digest and name not in update:
+        # Python wheels fit the platform they were resolved for: a lock made elsewhere is redone here
+        reusable = same_platform or not isinstance(d, PypiDecl)
+        if old is not None and old.decl == digest and name not in update and d.name not in update and reusable:
             pinned[name] = old
             continue
         key = f"lock:{name}"
         reporter.on_task_start(key, f"pin {name}", None)
         try:
-            pinned[name] = _pin(d, store, fetcher_factory, offline, pinned)
+            if target is None:
+                pinned[name] = _pin(d, store, fetcher_factory, offline, pinned)
+            else:
+                pinned[name] = _pin_wheels_for(d, name, target, host["python"], store, offline)
             reporter.on_task_done(key, f"pinned {name}")
         except HashMismatchError:
             raise
@@ -170,7 +202,6 @@ def resolve(
             reporter.on_task_done(key, f"unpinned {name}")
         except MlbuildError:
             raise
-    plat = host_platform()
     pinned = dict(sorted(pinned.items()))
-    return Lock(lockmod.manifests_digest(manifest), plat["system"], plat["python"], pinned, unpinned,
+    return Lock(lockmod.manifests_digest(manifest), host["system"], host["python"], pinned, unpinned,
                 _toolchain(manifest, project_root))
