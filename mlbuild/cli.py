@@ -682,26 +682,44 @@ def _copy_hashing(src: Path, dest: Path) -> Any:
 def cmd_mirror_export(ctx: Ctx) -> int:
     import shutil
 
-    from .graph import archive_file, file_entry
+    from .graph import archive_file, file_entry, fixed_entry
+    from .pypi import variant_name
 
     graph = _plan(ctx, ctx.args.targets)
+    lock = ctx.read_lock()
     dest = Path(ctx.args.dir)
     (dest / "sha256").mkdir(parents=True, exist_ok=True)
-    count = 0
-    missing = []
+    # (what, artifact, its store entry): the graph's fixed inputs, plus the wheel sets locked for
+    # other platforms that `--platform` asks for (they entered the store when they were locked)
+    wanted: list[tuple[str, Any, str]] = []
     for name in graph.order():
         node = graph.nodes[name]
         if not node.fixed:
             continue
-        a = node.artifact
+        wanted.append((name, node.artifact, node.entry))
+        if node.kind == "pypi":
+            for plat in ctx.args.platform or []:
+                if plat == lock.platform:
+                    art = lock.artifacts.get(name)
+                else:
+                    art = lock.artifacts.get(variant_name(name, plat))
+                if art is None:
+                    from .errors import LockError
+
+                    raise LockError(f"`{name}` has no wheels locked for `{plat}`",
+                                    hints=[f"add `{plat}` to its `platforms` and run `mlbuild lock`"])
+                wanted.append((art.name, art, fixed_entry(art)))
+    count = 0
+    missing = []
+    for name, a, entry in wanted:
         arch = archive_file(a)
         for f in ([arch] if arch else a.files):
             if arch is not None:
                 src = ctx.store.path(file_entry(arch))
             elif a.hash.method == "flat":
-                src = ctx.store.path(node.entry)
+                src = ctx.store.path(entry)
             else:
-                src = ctx.store.path(node.entry) / f.path
+                src = ctx.store.path(entry) / f.path
             target = dest / "sha256" / f.sha256
             if target.exists():
                 continue
@@ -716,7 +734,8 @@ def cmd_mirror_export(ctx: Ctx) -> int:
         from .errors import StoreError
 
         raise StoreError(f"{len(missing)} file(s) are not in the store: {', '.join(missing[:10])}",
-                         hints=[f"run `mlbuild realize {' '.join(ctx.args.targets)}` first"])
+                         hints=[f"run `mlbuild realize {' '.join(ctx.args.targets)}` first "
+                                "(wheel sets of other platforms enter the store with `mlbuild lock`)"])
     ctx.printer.info(f"exported {count} new file(s) to {dest}/sha256 (content-addressed)")
     print(dest)
     return 0
@@ -879,6 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("targets", nargs="+", metavar="TARGET")
     p.add_argument("dir", metavar="DIR")
+    p.add_argument("--platform", action="append", metavar="PLATFORM",
+                   help="also export the Python wheels locked for PLATFORM (e.g. aarch64-linux); repeatable")
     p.set_defaults(func=cmd_mirror_export)
 
     p = add("results", "list benchmark results in the store, or show one")

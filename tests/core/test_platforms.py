@@ -85,3 +85,17 @@ def test_an_unknown_platform_is_a_manifest_error(project: Path, capsys) -> None:
     assert "manifests/py.toml:3: `pypi.tiny.platforms`: unknown platform 'sparc-solaris'" in err
     assert "known platforms: aarch64-linux, x86_64-linux" in err
     assert not (project / "lock").exists()
+
+
+def test_mirror_export_hands_another_platform_its_wheels(project: Path, capsys) -> None:
+    host = graphmod.host_platform()["system"]
+    other = "aarch64-linux" if host == "x86_64-linux" else "x86_64-linux"
+    assert main(["lock", "--store", "store"]) == 0
+    lock = lockmod.read(project / "lock" / "mlbuild.lock")
+    assert main(["realize", "tiny", "--store", "store"]) == 0
+    assert main(["mirror", "export", "tiny", "cas", "--store", "store", "--platform", other]) == 0
+    exported = {p.name for p in (project / "cas" / "sha256").iterdir()}
+    assert exported == {lock.artifacts["tiny"].files[0].sha256, lock.artifacts[f"tiny@{other}"].files[0].sha256}
+    capsys.readouterr()
+    assert main(["mirror", "export", "tiny", "cas2", "--store", "store", "--platform", "riscv-nowhere"]) != 0
+    assert "`tiny` has no wheels locked for `riscv-nowhere`" in capsys.readouterr().err
