@@ -15,7 +15,7 @@
 use std::any::Any;
 use std::ffi::{CStr, CString};
 use std::fmt;
-use std::os::raw::{c_char, c_void};
+use std::os::raw::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, LazyLock, Mutex, MutexGuard};
@@ -174,32 +174,44 @@ pub fn test_failed() -> bool {
 
 const ERRLEN: usize = 1024;
 
-fn core_complete(resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
-    if resps.is_empty() {
-        return Ok(());
-    }
+/// The shape shared by the core's two completion entry points
+/// (`lg_samples_complete`, `lg_first_token_complete`).
+type CoreCompleteFn =
+    unsafe extern "C" fn(*mut Response, usize, Option<ffi::ResponseFn>, *mut c_void, *mut c_char, usize) -> c_int;
+
+/// Hands `resps` to one of the core's completion entry points, with the optional
+/// per-response callback, and turns a C++ exception into its message.
+fn call_core(f: CoreCompleteFn, resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
     let mut err = [0 as c_char; ERRLEN];
     let rc = unsafe {
         match cb {
-            None => ffi::lg_samples_complete(resps.as_mut_ptr(), resps.len(), None, std::ptr::null_mut(), err.as_mut_ptr(), ERRLEN),
-            Some(f) => {
-                let mut f: &mut dyn FnMut(&mut Response) = f;
-                ffi::lg_samples_complete(
+            None => f(resps.as_mut_ptr(), resps.len(), None, std::ptr::null_mut(), err.as_mut_ptr(), ERRLEN),
+            Some(cb) => {
+                let mut cb: &mut dyn FnMut(&mut Response) = cb;
+                f(
                     resps.as_mut_ptr(),
                     resps.len(),
                     Some(response_trampoline),
-                    &mut f as *mut &mut dyn FnMut(&mut Response) as *mut c_void,
+                    &mut cb as *mut &mut dyn FnMut(&mut Response) as *mut c_void,
                     err.as_mut_ptr(),
                     ERRLEN,
                 )
             }
         }
     };
-    STATE.progress.fetch_add(1, Ordering::Release);
     if rc != 0 {
         return Err(unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned());
     }
     Ok(())
+}
+
+fn core_complete(resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
+    if resps.is_empty() {
+        return Ok(());
+    }
+    let result = call_core(ffi::lg_samples_complete, resps, cb);
+    STATE.progress.fetch_add(1, Ordering::Release);
+    result
 }
 
 unsafe extern "C" fn response_trampoline(ctx: *mut c_void, r: *mut Response) {
@@ -690,26 +702,7 @@ pub fn first_token_complete(resps: &mut Vec<Response>, cb: Option<&mut dyn FnMut
         });
     }
     if !resps.is_empty() {
-        let mut err = [0 as c_char; ERRLEN];
-        let rc = unsafe {
-            match cb {
-                None => ffi::lg_first_token_complete(resps.as_mut_ptr(), resps.len(), None, std::ptr::null_mut(), err.as_mut_ptr(), ERRLEN),
-                Some(f) => {
-                    let mut f: &mut dyn FnMut(&mut Response) = f;
-                    ffi::lg_first_token_complete(
-                        resps.as_mut_ptr(),
-                        resps.len(),
-                        Some(response_trampoline),
-                        &mut f as *mut &mut dyn FnMut(&mut Response) as *mut c_void,
-                        err.as_mut_ptr(),
-                        ERRLEN,
-                    )
-                }
-            }
-        };
-        if rc != 0 {
-            return Err(CompleteError::Core(unsafe { CStr::from_ptr(err.as_ptr()) }.to_string_lossy().into_owned()));
-        }
+        call_core(ffi::lg_first_token_complete, resps, cb).map_err(CompleteError::Core)?;
     }
     if !bad.is_empty() && !STATE.failed.load(Ordering::Acquire) {
         return Err(CompleteError::UnknownIds { ids: bad, completed: resps.len() });
