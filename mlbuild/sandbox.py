@@ -42,29 +42,25 @@ def _build_dir(entry: str) -> Iterator[Path]:
     every machine for the same derivation (as Nix's ``/build``), so paths that tools record
     (SBOMs, debug info) don't make outputs differ.  Falls back to a random directory when
     another process is building the same entry from another store."""
-    import fcntl
+    from .store import LockBusy, file_lock
 
     base = Path(tempfile.gettempdir()) / "mlbuild-build"
     base.mkdir(exist_ok=True)
-    if entry:
-        fd = os.open(base / f"{entry}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-        else:
-            tmp = base / entry
+    with contextlib.ExitStack() as stack:
+        tmp: Path | None = None
+        if entry:
             try:
+                stack.enter_context(file_lock(base / f"{entry}.lock", wait=False))
+                tmp = base / entry
                 if tmp.exists():
                     shutil.rmtree(tmp)
                 tmp.mkdir()
-                yield tmp
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-                os.close(fd)
-            return
-    with tempfile.TemporaryDirectory(prefix="mlbuild-build-") as tmp_s:
-        yield Path(tmp_s)
+                stack.callback(shutil.rmtree, tmp, ignore_errors=True)  # runs before the lock is released
+            except LockBusy:
+                tmp = None
+        if tmp is None:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mlbuild-build-")))
+        yield tmp
 
 
 @functools.cache

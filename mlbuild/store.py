@@ -72,6 +72,26 @@ class EntryInfo(NamedTuple):
     references: tuple[str, ...]
 
 
+class LockBusy(Exception):
+    """A non-waiting :func:`file_lock` found the lock held by another process."""
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (created if missing) for the ``with`` block.
+
+    ``wait=False`` raises :class:`LockBusy` at once instead of waiting for the holder."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise LockBusy(str(path)) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 def default_root(cli_value: str | None) -> Path:
     if cli_value:
         return Path(cli_value)
@@ -259,24 +279,12 @@ class Store:
         return self.meta / "logs" / f"{name}.log"
 
     # ------------------------------------------------------------------ locking
-    @contextlib.contextmanager
-    def session(self) -> Iterator[None]:
+    def session(self) -> contextlib.AbstractContextManager[None]:
         """Held by every realize: keeps `gc` from deleting what it is about to use."""
-        fd = os.open(self.meta / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH)
-            yield
-        finally:
-            os.close(fd)
+        return file_lock(self.meta / "locks" / "gc.lock", shared=True)
 
-    @contextlib.contextmanager
-    def entry_lock(self, name: str) -> Iterator[None]:
-        fd = os.open(self.meta / "locks" / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def entry_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        return file_lock(self.meta / "locks" / f"{name}.lock")
 
     @contextlib.contextmanager
     def staging(self, name: str) -> Iterator[Path]:
@@ -388,47 +396,46 @@ class Store:
         return self.closure(roots)
 
     def gc(self, *, dry_run: bool) -> list[tuple[str, int]]:
-        fd = os.open(self.meta / "locks" / "gc.lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise StoreError("a `realize` is running on this store; nothing was collected",
-                                 hints=["run `mlbuild gc` again when it has finished"]) from None
-            live = self.live()
-            dead = [n for n in self.entries() if n not in live]
-            # delete referrers before what they reference
-            order: list[str] = []
-            remaining = set(dead)
-            while remaining:
-                batch = [n for n in remaining if not any(
-                    r[0] in remaining for r in self.db.execute("SELECT referrer FROM refs WHERE reference=?", (n,)))]
-                if not batch:
-                    batch = sorted(remaining)
-                order.extend(sorted(batch))
-                remaining -= set(batch)
-            freed: list[tuple[str, int]] = []
-            for name in order:
-                info = self.info(name)
-                size = info.hash.size if info else 0
-                freed.append((name, size))
-                if not dry_run:
-                    self.db.execute("DELETE FROM roots WHERE entry=?", (name,))
-                    self.db.execute("DELETE FROM entries WHERE name=?", (name,))
-                    remove_path(self.root / name)
-                    with contextlib.suppress(FileNotFoundError):
-                        self.log_path(name).unlink()
-            if not dry_run:  # unregistered leftovers and stale temporaries
-                for p in self.root.iterdir():
-                    if p.name.startswith(".") or p.name in ("CACHEDIR.TAG", "README.md"):
-                        continue
-                    if self.info(p.name) is None:
-                        remove_path(p)
-                for p in (self.meta / "tmp").iterdir():
+            with file_lock(self.meta / "locks" / "gc.lock", wait=False):
+                return self._collect(dry_run)
+        except LockBusy:
+            raise StoreError("a `realize` is running on this store; nothing was collected",
+                             hints=["run `mlbuild gc` again when it has finished"]) from None
+
+    def _collect(self, dry_run: bool) -> list[tuple[str, int]]:
+        live = self.live()
+        dead = [n for n in self.entries() if n not in live]
+        # delete referrers before what they reference
+        order: list[str] = []
+        remaining = set(dead)
+        while remaining:
+            batch = [n for n in remaining if not any(
+                r[0] in remaining for r in self.db.execute("SELECT referrer FROM refs WHERE reference=?", (n,)))]
+            if not batch:
+                batch = sorted(remaining)
+            order.extend(sorted(batch))
+            remaining -= set(batch)
+        freed: list[tuple[str, int]] = []
+        for name in order:
+            info = self.info(name)
+            size = info.hash.size if info else 0
+            freed.append((name, size))
+            if not dry_run:
+                self.db.execute("DELETE FROM roots WHERE entry=?", (name,))
+                self.db.execute("DELETE FROM entries WHERE name=?", (name,))
+                remove_path(self.root / name)
+                with contextlib.suppress(FileNotFoundError):
+                    self.log_path(name).unlink()
+        if not dry_run:  # unregistered leftovers and stale temporaries
+            for p in self.root.iterdir():
+                if p.name.startswith(".") or p.name in ("CACHEDIR.TAG", "README.md"):
+                    continue
+                if self.info(p.name) is None:
                     remove_path(p)
-            return freed
-        finally:
-            os.close(fd)
+            for p in (self.meta / "tmp").iterdir():
+                remove_path(p)
+        return freed
 
     def verify_entry(self, name: str) -> tuple[bool, str]:
         info = self.info(name)
