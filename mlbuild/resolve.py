@@ -113,12 +113,18 @@ def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: boo
             artifacts.unpack_into(kept, out, unpack or "tar.gz", strip)
         h: ContentHash = hash_path(out, method)  # type: ignore[arg-type]
         art = LockedArtifact(d.name, d.kind, digest, h, tuple(sorted(files, key=lambda f: f.path)), unpack, strip)
-        entry = fixed_entry(art)
-        with store.entry_lock(entry):
-            if not store.is_valid(entry):
-                store.commit(out, entry, kind="fixed", method=h.method, known=h,  # type: ignore[arg-type]
-                             deriver={"type": "fixed", "artifact": d.name, "kind": d.kind}, references=refs)
+        _keep(store, out, art, references=refs)
         return art
+
+
+def _keep(store: Store, out: Path, art: LockedArtifact, references: list[str] | None = None) -> None:
+    """Put what was just pinned into the store under its fixed-output entry (unless there)."""
+    entry = fixed_entry(art)
+    with store.entry_lock(entry):
+        if not store.is_valid(entry):
+            store.commit(out, entry, kind="fixed", method=art.hash.method,  # type: ignore[arg-type]
+                         known=art.hash, references=references or [],
+                         deriver={"type": "fixed", "artifact": art.name, "kind": art.kind})
 
 
 def _pin_wheels_for(d: PypiDecl, lock_name: str, platform: str, python: str, store: Store,
@@ -132,11 +138,7 @@ def _pin_wheels_for(d: PypiDecl, lock_name: str, platform: str, python: str, sto
         files = artifacts.lock_python(lock_name, d.requirements, out, platform=platform, python=python)
         h = hash_path(out, "tree")
         art = LockedArtifact(lock_name, "pypi", lockmod.decl_digest(d), h, tuple(sorted(files, key=lambda f: f.path)))
-        entry = fixed_entry(art)
-        with store.entry_lock(entry):
-            if not store.is_valid(entry):
-                store.commit(out, entry, kind="fixed", method="tree", known=h,
-                             deriver={"type": "fixed", "artifact": lock_name, "kind": "pypi"})
+        _keep(store, out, art)
         return art
 
 
