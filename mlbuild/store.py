@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS roots (
     entry TEXT NOT NULL,
     PRIMARY KEY (root, entry)
 );
+CREATE TABLE IF NOT EXISTS realisations (
+    drv TEXT PRIMARY KEY,        -- a derivation's digest (over its inputs' derivation digests)
+    entry TEXT NOT NULL,         -- the entry its build produced (named over inputs' content)
+    sha256 TEXT NOT NULL         -- that entry's content hash
+);
 """
 
 
@@ -90,6 +95,10 @@ def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterato
         yield
     finally:
         os.close(fd)
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
 
 
 def default_root(cli_value: str | None) -> Path:
@@ -200,7 +209,7 @@ class Store:
                 row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             except sqlite3.OperationalError:
                 pass
-            if row is None:
+            if row is None or int(row[0]) == SCHEMA_VERSION and not _has_table(db, "realisations"):
                 db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
                 db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             elif int(row[0]) != SCHEMA_VERSION:
@@ -367,6 +376,20 @@ class Store:
             db.execute("ROLLBACK")
             raise
         return got
+
+    # ------------------------------------------------------------------ realisations
+    def add_realisation(self, drv: str, entry: str) -> None:
+        """Record that derivation ``drv`` was built into ``entry`` (which must be valid)."""
+        info = self.info(entry)
+        if info is None:
+            raise StoreError(f"cannot record a realisation of `{drv}`: `{entry}` is not a valid entry")
+        self.db.execute("INSERT INTO realisations VALUES (?,?,?) ON CONFLICT(drv) DO UPDATE SET "
+                        "entry=excluded.entry, sha256=excluded.sha256", (drv, entry, info.hash.sha256))
+
+    def realisation(self, drv: str) -> tuple[str, str] | None:
+        """``(entry, sha256)`` that ``drv`` was last built into, or None."""
+        row = self.db.execute("SELECT entry, sha256 FROM realisations WHERE drv=?", (drv,)).fetchone()
+        return (row[0], row[1]) if row else None
 
     def add_roots(self, root: str, names: Iterable[str], *, replace: bool = True) -> None:
         db = self.db
