@@ -796,6 +796,96 @@ def _key_figures(result: dict[str, Any]) -> dict[str, Any]:
     return key_figures(result)
 
 
+# --------------------------------------------------------------------------- provenance, reproduce, diff
+
+
+def cmd_key_generate(ctx: Ctx) -> int:
+    from . import provenance
+
+    out = Path(ctx.args.out) if ctx.args.out else provenance.keys_dir()
+    priv, pub, kid = provenance.generate_key(out, force=ctx.args.force)
+    ctx.printer.info(f"wrote {priv} (private, 0600) and {pub} (public); keyid {kid}")
+    ctx.printer.info("results realized from now on are signed; give peers the public key to `mlbuild verify --key`")
+    print(pub)
+    return 0
+
+
+def cmd_verify(ctx: Ctx) -> int:
+    import json
+
+    from . import provenance
+
+    store = _store_if_any(ctx)
+    ref = provenance.locate_result(ctx.args.result, store)
+    trusted = provenance.trusted_keys(ctx.args.key or [])
+    v = provenance.verify(ref, trusted, store, attestation=Path(ctx.args.attestation) if ctx.args.attestation else None,
+                          lock=Path(ctx.args.with_lock) if ctx.args.with_lock else None)
+    if ctx.args.json:
+        print(json.dumps(v.as_dict(), indent=2, sort_keys=True))
+    else:
+        for c in v.checks:
+            print(f"{'ok  ' if c.ok else 'FAIL'} {c.what}: {c.detail}")
+    provenance.require_verified(v)
+    ctx.printer.info(f"verified: `{v.entry}` signed by {v.keyid[:16]}")
+    return 0
+
+
+def cmd_export(ctx: Ctx) -> int:
+    from . import provenance
+
+    ref = provenance.locate_result(ctx.args.result, ctx.store)
+    lock = Path(ctx.args.with_lock) if ctx.args.with_lock else None
+    written = provenance.export_result(ref, Path(ctx.args.dir), lock=lock)
+    ctx.printer.info(f"exported `{ref.entry}`: {len(written)} file(s)"
+                     + ("" if ref.attestation else " (unsigned: no attestation; `mlbuild key generate` first)"))
+    print(ctx.args.dir)
+    return 0
+
+
+def _store_if_any(ctx: Ctx) -> Any:
+    """The store when there is one (verify and diff also work on exported results without one)."""
+    from .store import default_root
+
+    return ctx.store if (default_root(ctx.args.store) / ".mlbuild").is_dir() else None
+
+
+def cmd_reproduce(ctx: Ctx) -> int:
+    import json
+
+    from . import provenance, reproduce
+    from .errors import UsageError
+    from .realize import Realizer
+
+    arg = Path(ctx.args.source)
+    peer_ref = None
+    if arg.suffix == ".json" or arg.is_dir():
+        peer_ref = provenance.locate_result(str(arg), None)
+        lock_path = Path(ctx.args.lock) if ctx.args.lock else peer_ref.lock or Path("lock/mlbuild.lock")
+    else:
+        if not ctx.args.target:
+            raise UsageError(f"`{arg}` is a lockfile: which target?", hints=["pass `--target TARGET`"])
+        lock_path = arg
+    store = ctx.store
+    rep = reproduce.reproduce(
+        store=store, manifest=ctx.manifest(), lock_path=lock_path, target=ctx.args.target, peer_ref=peer_ref,
+        make_realizer=lambda g: Realizer(store, g, fetcher_factory=ctx.fetcher_factory(False), reporter=ctx.reporter,
+                                         jobs=ctx.args.jobs))
+    ctx.close()
+    print(json.dumps(rep.as_dict(), indent=2, sort_keys=True) if ctx.args.json else rep.render())
+    reproduce.require_reproduced(rep)
+    return 0
+
+
+def cmd_diff(ctx: Ctx) -> int:
+    import json
+
+    from . import diffing
+
+    rep = diffing.diff(ctx.args.a, ctx.args.b, _store_if_any(ctx), manifest_loader=ctx.manifest)
+    print(json.dumps(rep.as_dict(), indent=2, sort_keys=True) if ctx.args.json else rep.render())
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -907,6 +997,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", nargs="?", help="store entry (or unique prefix); default: the newest")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_results)
+
+    key_p = sub.add_parser("key", help="signing keys for result provenance")
+    key_sub = key_p.add_subparsers(dest="key_cmd", metavar="SUBCOMMAND")
+    key_sub.required = True
+    p = key_sub.add_parser("generate", help="write an ed25519 key pair; results are signed when it exists")
+    _common(p)
+    p.add_argument("--out", metavar="DIR", help="where (default $MLBUILD_KEYS, or ~/.config/mlbuild/keys)")
+    p.add_argument("--force", action="store_true", help="replace an existing key")
+    p.set_defaults(func=cmd_key_generate)
+
+    p = add("verify", "check a result's signed provenance: signature, file digests, lock and closure entries",
+            "RESULT: a store entry (or prefix), a result.json, or a directory from `mlbuild export`.\n"
+            "Trusted keys: --key PUB (repeatable) or $MLBUILD_TRUSTED_KEYS (paths or directories of *.pub,\n"
+            "separated by ':'); with neither, your own public key.")
+    p.add_argument("result", metavar="RESULT")
+    p.add_argument("--key", metavar="PUB", action="append", help="a trusted public key (PEM)")
+    p.add_argument("--attestation", metavar="FILE", help="the DSSE envelope (default: beside the result)")
+    p.add_argument("--with-lock", metavar="FILE", help="also check this lockfile against the signed lock digest")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_verify)
+
+    p = add("export", "copy a result, its attestation and its lockfile into DIR, for a peer to verify and reproduce")
+    p.add_argument("result", metavar="RESULT")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--with-lock", metavar="FILE", help="the lockfile to ship (default: the one the result was realized from)")
+    p.set_defaults(func=cmd_export)
+
+    p = add("reproduce", "realize a peer's closure here and compare it artifact by artifact",
+            "examples:\n  mlbuild reproduce peer/result.json --lock peer/mlbuild.lock\n"
+            "  mlbuild reproduce peer/          # a directory from `mlbuild export`\n"
+            "  mlbuild reproduce peer/mlbuild.lock --target yolox-coco128-offline\n"
+            "exit 0 only when every artifact and the accuracy output are identical")
+    p.add_argument("source", metavar="RESULT.json|DIR|LOCKFILE")
+    # --lock is the peer's lockfile here: default mlbuild.lock beside RESULT.json, else lock/mlbuild.lock
+    p.set_defaults(lock=None)
+    p.add_argument("--target", metavar="TARGET", help="the target (default: the result's run)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+
+    p = add("diff", "what differs between two results, two lockfiles or two store entries, and what it rebuilt")
+    p.add_argument("a", metavar="A")
+    p.add_argument("b", metavar="B")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_diff)
     return parser
 
 

@@ -141,3 +141,19 @@ class CheckMismatchError(BuildError):
     """``realize --check`` rebuilt an entry and it came out different."""
 
     exit_code = 8
+
+
+class ProvenanceError(MlbuildError):
+    """A result's attestation is missing or does not match the result, its lock or its closure."""
+
+    exit_code = 9
+
+
+class SignatureError(ProvenanceError):
+    """An attestation's signature is missing, forged, or made by a key that is not trusted."""
+
+
+class NotReproducedError(MlbuildError):
+    """``mlbuild reproduce`` found an artifact or the accuracy output that differs (or is unavailable)."""
+
+    exit_code = 10
