@@ -47,6 +47,8 @@ class Change:
         return {"path": self.path, "a": self.a, "b": self.b}
 
     def render(self) -> str:
+        if self.a is None and self.b is None:  # a statement, not a value change
+            return self.path
         return f"{self.path}: {_short(self.a)} -> {_short(self.b)}"
 
 
@@ -59,10 +61,11 @@ class Rebuilt:
     b: str | None
     causes: list[Change] = field(default_factory=list)
     via: list[Rebuilt] = field(default_factory=list)
+    input: str = ""  # the input name its referrer knows it by
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "a": self.a, "b": self.b, "causes": [c.as_dict() for c in self.causes],
-                "via": [v.as_dict() for v in self.via]}
+        return {"name": self.name, "input": self.input, "a": self.a, "b": self.b,
+                "causes": [c.as_dict() for c in self.causes], "via": [v.as_dict() for v in self.via]}
 
 
 @dataclass
@@ -121,9 +124,10 @@ class DiffReport:
 def _render_rebuilt(r: Rebuilt, depth: int) -> list[str]:
     pad = "  " * depth
     why = ", ".join(c.render() for c in r.causes)
-    via = ", ".join(f"input `{v.name}`" for v in r.via)
+    via = ", ".join(f"input `{v.input or v.name}`" for v in r.via)
     because = "; ".join(x for x in (why, via) if x) or "a different derivation"
-    out = [f"{pad}{r.name}: {_entry_short(r.a)} -> {_entry_short(r.b)} because {because}"]
+    entries = f" {_entry_short(r.a)} -> {_entry_short(r.b)}" if r.a or r.b else ""
+    out = [f"{pad}{r.name}:{entries} rebuilt because {because}"]
     for v in r.via:
         out += _render_rebuilt(v, depth + 1)
     return out
@@ -166,9 +170,9 @@ def _deriver_causes(da: Mapping[str, Any], db: Mapping[str, Any]) -> list[Change
     return changes(a, b)
 
 
-def explain_entries(store: Store, name: str, a: str, b: str, depth: int = 0) -> Rebuilt:
+def explain_entries(store: Store, name: str, a: str, b: str, depth: int = 0, input: str = "") -> Rebuilt:
     """Why entry ``a`` and entry ``b`` (of the same node ``name``) differ, recursively."""
-    r = Rebuilt(name, a, b)
+    r = Rebuilt(name, a, b, input=input)
     ia, ib = store.info(a), store.info(b)
     if ia is None or ib is None:
         r.causes.append(Change("store", "(not in this store)" if ia is None else "in store",
@@ -184,8 +188,12 @@ def explain_entries(store: Store, name: str, a: str, b: str, depth: int = 0) -> 
         if ea is None or eb is None or depth > 20:
             r.causes.append(Change(f"inputs.{k}", ea, eb))
             continue
-        r.via.append(explain_entries(store, k, ea, eb, depth + 1))
+        r.via.append(explain_entries(store, _node_name(eb), ea, eb, depth + 1, input=k))
     return r
+
+
+def _node_name(entry: str) -> str:
+    return entry.split("-", 1)[-1]
 
 
 def diff_entries(store: Store, a: str, b: str) -> DiffReport:
@@ -193,7 +201,7 @@ def diff_entries(store: Store, a: str, b: str) -> DiffReport:
     ia, ib = store.info(a), store.info(b)
     if ia is None or ib is None:
         raise UsageError(f"`{a if ia is None else b}` is not a valid store entry")
-    top = explain_entries(store, a.split("-", 1)[-1], a, b)
+    top = explain_entries(store, _node_name(b), a, b)
     rep.inputs = _root_causes(top)
     if a != b:
         rep.rebuilt = [top]
@@ -205,10 +213,10 @@ def diff_entries(store: Store, a: str, b: str) -> DiffReport:
 
 
 def _root_causes(r: Rebuilt, prefix: str = "") -> list[Change]:
-    here = f"{prefix}{r.name}." if prefix else ""
-    out = [Change(f"{here}{c.path}", c.a, c.b) for c in r.causes]
+    """The differences at the leaves, each path prefixed by the nodes it went through."""
+    out = [Change(f"{prefix}{c.path}", c.a, c.b) for c in r.causes]
     for v in r.via:
-        out += _root_causes(v, f"{here}{v.name}." if here else f"{v.name}.")
+        out += _root_causes(v, f"{prefix}{v.name}.")
     return out
 
 
@@ -246,11 +254,11 @@ def diff_results(ra: prov.ResultRef, rb: prov.ResultRef, store: Store | None) ->
             rep.reused.append(k)
             continue
         if store is not None and ea and eb and store.info(ea) is not None and store.info(eb) is not None:
-            sub = explain_entries(store, k, ea, eb)
+            sub = explain_entries(store, _node_name(eb), ea, eb, input=k)
             top.via.append(sub)
             rep.inputs += _root_causes(sub, f"inputs.{k}.")
         else:
-            top.via.append(Rebuilt(k, ea, eb))
+            top.via.append(Rebuilt(_node_name(eb or ea or k), ea, eb, input=k))
             rep.inputs.append(Change(f"inputs.{k}", ea, eb))
             rep.notes.append(f"input `{k}`: the derivations are not both in this store, so why it differs "
                              "is not known beyond the entry names")
@@ -346,11 +354,11 @@ def _dependents(manifest: Manifest, changed: set[str]) -> list[Rebuilt]:
         r = Rebuilt(n, None, None)
         for key, src in sorted(inputs(d).items()):
             if src in changed:
-                r.causes.append(Change(f"inputs.{key}", src, f"{src} (changed in the lock)"))
+                r.causes.append(Change(f"input `{key}` (`{src}`) changed in the lock", None, None))
             else:
                 sub = affected(src)
                 if sub is not None:
-                    r.via.append(sub)
+                    r.via.append(Rebuilt(sub.name, sub.a, sub.b, sub.causes, sub.via, input=key))
         memo[n] = r if (r.causes or r.via) else None
         return memo[n]
 
@@ -387,7 +395,7 @@ def diff(a: str, b: str, store: Store | None, manifest_loader: Any = None) -> Di
                 manifest = None
         return diff_locks(lockmod.read(pa), lockmod.read(pb), a, b, manifest)
     kinds = [_kind(x, store) for x in (a, b)]
-    if kinds[0] != kinds[1]:
+    if kinds[0][0] != kinds[1][0]:
         raise UsageError(f"`{a}` is {kinds[0][0]} and `{b}` is {kinds[1][0]}; diff compares two of a kind",
                          hints=["give two results, two lockfiles or two store entries"])
     if kinds[0][0] == "a result":
