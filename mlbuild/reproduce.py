@@ -273,7 +273,9 @@ def compare(store: Store, graph: Graph, peer: Peer, failed: Mapping[str, str]) -
         if name in failed or info is None:
             c.status, c.why = "unavailable", failed.get(name, "not in the store after realizing")
         elif theirs is None:
-            if name in same_closure:
+            if node.fixed:
+                c.theirs, c.why = node.entry, "bytes pinned by the lock, checked on fetch"
+            elif name in same_closure:
                 c.theirs, c.why = node.entry, "same derivation (in the closure of an entry the peer names)"
             else:
                 c.status = "unknown"
