@@ -1,0 +1,84 @@
+"""Reproduce a peer's run, end to end: the README main job realized from one copy of the project,
+then, from a copy at another path with its own store, given only the first's lockfile and
+result.json, `mlbuild reproduce` realizes the same closure and finds every artifact and the
+accuracy output identical.  `mlbuild diff` of two runs that differ in one LoadGen setting names
+that setting and nothing else."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlbuild import provenance
+from mlbuild.store import Store
+
+from .conftest import MIRROR, Project
+
+FAST = ["--set", "min_duration_ms=1000", "--set", "min_query_count=64"]
+
+
+def _realize(p: Project, *extra: str) -> Path:
+    r = p.run("realize", "yolox-coco128-offline", "--mirror", str(MIRROR), *FAST, *extra)
+    return Path(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_a_second_clone_reproduces_the_main_job_from_the_lock_and_result(
+        project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLBUILD_KEYS", str(tmp_path / "keys"))
+    first = _realize(project)
+    # signed as realize signs when a key exists, exported for the peer, verified by them
+    project.run("key", "generate")
+    att = provenance.attest_result(Store(project.store), first.name, project.root / "lock" / "mlbuild.lock")
+    assert att is not None
+    exported = tmp_path / "export"
+    project.run("export", first.name, str(exported))
+    v = project.run("verify", str(exported), "--key", str(tmp_path / "keys" / "mlbuild-ed25519.pub"), "--json",
+                    env={"MLBUILD_STORE": str(tmp_path / "no-store")})
+    assert json.loads(v.stdout)["ok"]
+
+    # the second clone, at another path, with its own store, gets only the lock and result.json
+    given = tmp_path / "mail"
+    given.mkdir()
+    for name in ("result.json", "mlbuild.lock"):
+        shutil.copyfile(exported / name, given / name)
+    clone = Project(tmp_path / "elsewhere" / "second-clone", tmp_path / "store-b")
+    clone.root.mkdir(parents=True)
+    shutil.copytree(project.root / "manifests", clone.root / "manifests")
+    shutil.copytree(project.root / "lock", clone.root / "lock")
+    r = clone.run("reproduce", str(given / "result.json"), "--lock", str(given / "mlbuild.lock"),
+                  "--mirror", str(MIRROR), "--json", timeout=1800)
+    rep = json.loads(r.stdout)
+    assert rep["ok"] and rep["ours"] == rep["theirs"] == first.name
+    statuses = {a["name"]: a["status"] for a in rep["artifacts"]}
+    assert set(statuses.values()) == {"identical"}, statuses
+    assert {"yolox-coco128-offline", "coco128-letterbox", "yolox-nano"} <= set(statuses)
+    assert rep["accuracy"]["status"] == "identical" and rep["accuracy"]["map_delta"] == 0
+    # realized in the second store: the run entry there has the same accuracy bytes
+    second = clone.store / first.name
+    assert (second / "accuracy.txt").read_bytes() == (first / "accuracy.txt").read_bytes()
+    perf = rep["performance"]
+    assert perf["theirs"]["samples_per_second"] > 0 and perf["ours"]["samples_per_second"] > 0
+    assert perf["theirs"]["machine"]["cpu_model"] and perf["ours"]["machine"]["cpu_model"]
+    # the exported directory (with the accuracy log) compares the detections record by record
+    r = clone.run("reproduce", str(exported), "--mirror", str(MIRROR))
+    assert "accuracy: identical: mAP" in r.stdout and "128 accuracy records compared" in r.stdout
+    assert "result: reproduced: every artifact identical and the accuracy output identical" in r.stdout
+
+
+@pytest.mark.slow
+def test_diff_of_two_runs_differing_in_one_loadgen_setting_names_only_it(project: Project) -> None:
+    a = _realize(project, "--mode", "performance")
+    b = _realize(project, "--mode", "performance", "--set", "min_query_count=96")
+    assert a != b
+    rep = json.loads(project.run("diff", str(a / "result.json"), str(b), "--json").stdout)
+    assert rep["inputs"] == [{"path": "params.min_query_count", "a": 64, "b": 96}]
+    assert [r["name"] for r in rep["rebuilt"]] == ["yolox-coco128-offline"]
+    assert sorted(rep["reused"]) == ["annotations", "env", "model", "preprocessed"]
+    assert rep["outputs"] == [], rep["outputs"]
+    assert any(c["path"] == "performance.samples_per_second" for c in rep["timing_expected_to_differ"])
+    text = project.run("diff", a.name, b.name).stdout
+    assert "params.min_query_count: 64 -> 96" in text
