@@ -312,7 +312,7 @@ class _Done(Exception):
 def cmd_realize(ctx: Ctx) -> int:
     overrides = _overrides(ctx.args)
     cache_key = None
-    if not ctx.args.check and not ctx.args.offline:
+    if not ctx.args.check and not ctx.args.offline and not ctx.args.rerun:
         try:
             cache_key = _realize_noop(ctx, overrides)
         except _Done:
@@ -321,6 +321,10 @@ def cmd_realize(ctx: Ctx) -> int:
 
     graph = _plan(ctx, ctx.args.targets, overrides)
     store = ctx.store
+    if ctx.args.rerun:
+        from .graph import rerun
+
+        graph = rerun(graph, store.is_valid)
     with store.session():
         r = Realizer(store, graph, fetcher_factory=ctx.fetcher_factory(ctx.args.offline), reporter=ctx.reporter,
                      jobs=ctx.args.jobs, offline=ctx.args.offline)
@@ -744,18 +748,15 @@ def cmd_mirror_export(ctx: Ctx) -> int:
 def cmd_results(ctx: Ctx) -> int:
     import json
 
-    from .harness.summary import format_summary, load_result
+    from .harness.summary import format_summary, load_result, newest_result, run_results
 
     store = ctx.store
-    runs = [r[0] for r in store.db.execute("SELECT name FROM entries WHERE kind='run' ORDER BY name")]
     if ctx.args.results_cmd == "show":
-        want = ctx.args.id
+        want = ctx.args.id or newest_result(store)
         if want is None:
-            if not runs:
-                from .errors import UsageError
+            from .errors import UsageError
 
-                raise UsageError("no results in the store", hints=["`mlbuild realize yolox-coco128-offline`"])
-            want = max(runs, key=lambda n: store.path(n).stat().st_mtime_ns if store.path(n).exists() else 0)
+            raise UsageError("no results in the store", hints=["`mlbuild realize yolox-coco128-offline`"])
         name = store.resolve(want)
         result = load_result(store.path(name))
         if ctx.args.json:
@@ -764,29 +765,35 @@ def cmd_results(ctx: Ctx) -> int:
             print(format_summary(result))
             print(f"entry: {store.path(name)}")
         return 0
-    rows = []
-    for name in runs:
+    rows: list[dict[str, Any]] = []
+    for name, when in run_results(store):
         try:
             r = load_result(store.path(name))
         except Exception as e:
-            rows.append({"entry": name, "error": str(e)})
+            rows.append({"entry": name, "completed_at": when, "error": str(e)})
             continue
-        rows.append({"entry": name, **_key_figures(r)})
+        rows.append({"entry": name, "completed_at": when, **_key_figures(r)})
     if ctx.args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0
     if not rows:
         ctx.printer.info("no results in the store yet")
         return 0
-    print(f"{'scenario':12s} {'mode':11s} {'loadgen':8s} {'mAP %':>7s} {'samples/s':>10s} {'validity':8s} entry")
+    import time
+
+    print(f"{'completed (UTC)':19s} {'scenario':12s} {'mode':11s} {'loadgen':8s} {'mAP %':>7s} {'samples/s':>10s} "
+          f"{'validity':8s} entry")
     for row in rows:
+        when = row.get("completed_at")
+        done = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(when)) if isinstance(when, float) else "-"
         if "error" in row:
-            print(f"{'?':12s} {'':11s} {'':8s} {'':>7s} {'':>10s} {'':8s} {row['entry']} (unreadable: {row['error']})")
+            print(f"{done:19s} {'?':12s} {'':11s} {'':8s} {'':>7s} {'':>10s} {'':8s} {row['entry']} "
+                  f"(unreadable: {row['error']})")
             continue
         m = f"{row['map']:.3f}" if isinstance(row.get("map"), (int, float)) else "-"
         q = f"{row['samples_per_second']:.1f}" if isinstance(row.get("samples_per_second"), (int, float)) else "-"
-        print(f"{str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} {str(row.get('loadgen', '-')):8s} "
-              f"{m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
+        print(f"{done:19s} {str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} "
+              f"{str(row.get('loadgen', '-')):8s} {m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
     return 0
 
 
@@ -848,6 +855,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="+", metavar="TARGET")
     p.add_argument("--check", action="store_true", help="rebuild built targets and report whether they are bit-identical")
     p.add_argument("--offline", action="store_true", help="no network; list what is missing")
+    p.add_argument("--rerun", action="store_true",
+                   help="measure run targets' performance again (a new repeat; earlier ones are kept)")
     _run_flags(p)
     p.set_defaults(func=cmd_realize)
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import platform
 import re
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from . import builders
 from .errors import LockError, StaleLockError, UsageError
-from .hashing import sha256_hex, store_digest
+from .hashing import canonical_json, sha256_hex, store_digest
 from .lock import Lock, LockedArtifact, LockedFile, decl_digest
 from .manifest import BuildDecl, Manifest, check_params
 
@@ -80,7 +80,7 @@ def host_platform() -> dict[str, str]:
     }
 
 
-_IMPORT_RE = re.compile(r"(?:mlbuild\.harness\.|from \.\.harness import |from \.\.harness\.)([\w, ]+)")
+_IMPORT_RE = re.compile(r"(?:mlbuild\.harness\.|from mlbuild\.harness import |from \.\.harness import |from \.\.harness\.)([\w, ]+)")
 
 
 @cache
@@ -210,4 +210,146 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
     if unknown:
         raise UsageError(f"no target among {', '.join(targets)} has a parameter named {', '.join(sorted(unknown))}",
                          hints=["`mlbuild show TARGET` lists a target's parameters"])
-    return Graph(nodes, targets)
+    return split_runs(Graph(nodes, targets))
+
+
+# ---------------------------------------------------------------------------- run split
+# A benchmark run is two things of different nature: its accuracy is a pure function of
+# model, data, code, parameters, runtime and the CPU's ISA (a derivation), its performance
+# is a measurement of one machine (keyed by that machine, repeatable).  `split_runs` turns
+# each `mlperf-run` node into up to two parts and a cheap node that assembles the target's
+# output from them.
+
+RUN_BUILDER = "mlperf-run"
+ASSEMBLY_BUILDER = "mlperf-result"
+# LoadGen settings that change how long / how hard the performance run drives the SUT, and
+# never a sample's output: an accuracy part's identity leaves them at their defaults.
+PERFORMANCE_ONLY_PARAMS = ("min_duration_ms", "max_duration_ms", "min_query_count", "max_query_count",
+                           "target_qps", "target_latency_ms", "performance_sample_count")
+# distributions whose version changes an accuracy result's bits (recorded beside the env entry)
+RUNTIME_PACKAGES = ("numpy", "onnxruntime")
+
+
+def closure_lock(graph: Graph, name: str) -> dict[str, Any]:
+    """The locked artifacts ``name`` depends on (name -> method + sha256, sorted) and their
+    digest: a result's lock identity, unchanged by unrelated artifacts added to the lock."""
+    arts: dict[str, dict[str, str]] = {}
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        node = graph.nodes[n]
+        if node.artifact is not None:
+            arts[n] = {"method": node.artifact.hash.method, "sha256": node.artifact.hash.sha256}
+        todo.extend(node.inputs.values())
+    arts = dict(sorted(arts.items()))
+    return {"digest": sha256_hex(canonical_json(arts)), "artifacts": arts}
+
+
+def _runtime_versions(graph: Graph, name: str) -> dict[str, str]:
+    """Versions of RUNTIME_PACKAGES among the locked wheels in ``name``'s closure."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        node = graph.nodes[n]
+        if node.artifact is not None and node.kind == "pypi":
+            for f in node.artifact.files:
+                pkg = (f.package or "").lower().replace("_", "-")
+                if pkg in RUNTIME_PACKAGES and f.version:
+                    out[pkg] = f.version
+        todo.extend(node.inputs.values())
+    return dict(sorted(out.items()))
+
+
+def _mlbuild_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def split_runs(graph: Graph, *, machine: Mapping[str, Any] | None = None, isa: list[str] | None = None) -> Graph:
+    """Replace every ``mlperf-run`` node by its parts and an assembly node of the same name.
+
+    - ``NAME/accuracy`` (entry ``...-NAME-accuracy``): mode ``accuracy``, the performance-only
+      params at their defaults, identity plus the CPU's ISA features and the runtime versions;
+    - ``NAME/performance`` (entry ``...-NAME-performance``): mode ``performance``, identity plus
+      the machine id and the repeat index (0; see :func:`rerun`);
+    - ``NAME``: the ``mlperf-result`` assembly of the parts the run's mode asks for.
+    ``machine``/``isa`` default to this host's (``harness.system``)."""
+    runs = [n for n, node in graph.nodes.items() if node.builder == RUN_BUILDER and "part" not in node.fingerprint]
+    if not runs:
+        return graph
+    from .harness import system
+
+    machine = dict(machine) if machine is not None else system.machine_id()
+    isa = list(isa) if isa is not None else system.cpu_isa_features()
+    run_mod = builders.load(RUN_BUILDER)
+    asm_mod = builders.load(ASSEMBLY_BUILDER)
+    nodes = dict(graph.nodes)
+    version = _mlbuild_version()
+    for name in runs:
+        node = graph.nodes[name]
+        params = dict(node.params)
+        mode = params.get("mode", "both")
+        common = {"mlbuild_version": version, "lock": closure_lock(graph, name), "cpu_isa": isa,
+                  "runtime": _runtime_versions(graph, name)}
+        parts: dict[str, Node] = {}
+        if mode in ("accuracy", "both"):
+            ap = dict(params, mode="accuracy")
+            for k in PERFORMANCE_ONLY_PARAMS:
+                if k in run_mod.PARAMS:
+                    ap[k] = run_mod.PARAMS[k].default
+            fp = dict(node.fingerprint, params=ap, part="accuracy", **common)
+            parts["accuracy"] = Node(f"{name}/accuracy", node.kind, f"{store_digest(fp)}-{name}-accuracy", "tree", fp,
+                                     dict(node.inputs), builder=RUN_BUILDER, params=ap)
+        if mode in ("performance", "both"):
+            pp = dict(params, mode="performance")
+            fp = dict(node.fingerprint, params=pp, part="performance", machine=machine, repeat=0, **common)
+            parts["performance"] = Node(f"{name}/performance", node.kind, f"{store_digest(fp)}-{name}-performance",
+                                        "tree", fp, dict(node.inputs), builder=RUN_BUILDER, params=pp)
+        for part in parts.values():
+            nodes[part.name] = part
+        afp = {
+            "type": "built", "builder": ASSEMBLY_BUILDER, "builder_version": asm_mod.VERSION,
+            "builder_source": builder_source_digest(ASSEMBLY_BUILDER), "params": params,
+            "inputs": {k: v.entry for k, v in sorted(parts.items())}, "platform": node.fingerprint.get("platform"),
+            "network": False, "mlbuild_version": version, "lock": common["lock"],
+        }
+        nodes[name] = Node(name, node.kind, f"{store_digest(afp)}-{name}", "tree", afp,
+                           {k: v.name for k, v in sorted(parts.items())}, builder=ASSEMBLY_BUILDER, params=params)
+    return Graph(nodes, graph.targets)
+
+
+def _with_repeat(graph: Graph, name: str, repeat: int) -> Graph:
+    """``graph`` with run target ``name``'s performance part at repeat index ``repeat``."""
+    nodes = dict(graph.nodes)
+    perf = nodes[f"{name}/performance"]
+    fp = dict(perf.fingerprint, repeat=repeat)
+    nodes[perf.name] = replace(perf, fingerprint=fp, entry=f"{store_digest(fp)}-{name}-performance")
+    asm = nodes[name]
+    afp = dict(asm.fingerprint, inputs=dict(asm.fingerprint["inputs"], performance=nodes[perf.name].entry))
+    nodes[name] = replace(asm, fingerprint=afp, entry=f"{store_digest(afp)}-{name}")
+    return Graph(nodes, graph.targets)
+
+
+def rerun(graph: Graph, is_valid: Callable[[str], bool]) -> Graph:
+    """Each run target's performance part at its first repeat index not yet in the store
+    (``realize --rerun``): a new measurement beside the earlier ones, which stay."""
+    for name in graph.targets:
+        if f"{name}/performance" not in graph.nodes:
+            continue
+        k = 0
+        g = graph
+        while is_valid(g.nodes[f"{name}/performance"].entry):
+            k += 1
+            g = _with_repeat(graph, name, k)
+        graph = g
+    return graph

@@ -52,6 +52,10 @@ def key(manifests: Path, lock: Path, targets: list[str], overrides: dict[str, An
     from . import toolchain
 
     h.update(toolchain.stat_key().encode())
+    # Run targets' identities include this machine (performance) and its ISA (accuracy).
+    from .harness import system
+
+    h.update(json.dumps([system.machine_id(), system.cpu_isa_features()], sort_keys=True).encode())
     return h.hexdigest()
 
 

@@ -111,6 +111,7 @@ class Realizer:
                     self._build(node, staging)
             self.force.discard(node.entry)
             self.built.append(node.entry)
+            self.store.record_completion(node.entry)
 
     def _fetch(self, node: Node, staging: Path) -> None:
         from . import artifacts
@@ -143,6 +144,15 @@ class Realizer:
     def _builder_inputs(self, node: Node) -> dict[str, Path]:
         return {k: self.path(v).resolve() for k, v in node.inputs.items()}
 
+    def _input_hashes(self, node: Node) -> dict[str, str]:
+        """Input name -> the content sha256 the store registered for its entry."""
+        out = {}
+        for k, v in node.inputs.items():
+            info = self.store.info(self.graph.nodes[v].entry)
+            if info is not None:
+                out[k] = info.hash.sha256
+        return out
+
     def _run_builder(self, node: Node, out: Path) -> str:
         assert node.builder is not None
         key = f"build:{node.name}"
@@ -153,6 +163,7 @@ class Realizer:
         sb = sandbox.run_builder(
             builder=node.builder, module=module, inputs=self._builder_inputs(node), params=node.params,
             out=out, jobs=self.jobs, log_path=self.store.log_path(node.entry), entry=node.entry,
+            fingerprint=node.fingerprint, input_hashes=self._input_hashes(node),
             on_line=lambda line: self.reporter.on_message(f"{node.name}: {line}") if line else None,
         )
         self.reporter.on_task_done(key, f"{'ran' if node.kind == 'run' else 'built'} {node.name}")
