@@ -276,12 +276,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = None) -> Any:
+def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = None, *,
+          resolve: bool = False) -> Any:
+    """The derivation graph; with ``resolve``, built nodes' entries filled in from the store's realisations."""
     from .graph import plan
 
     manifest = ctx.manifest()
     lock = ctx.read_lock() if ctx.lock_path().exists() else None
-    return plan(manifest, lock, targets, overrides)
+    graph = plan(manifest, lock, targets, overrides)
+    return graph.resolve(ctx.store.realisation) if resolve else graph
+
+
+UNRESOLVED = "(resolved after its inputs build)"
 
 
 def _realize_noop(ctx: Ctx, overrides: dict[str, Any]) -> str | None:
@@ -324,7 +330,7 @@ def cmd_realize(ctx: Ctx) -> int:
     if ctx.args.rerun:
         from .graph import rerun
 
-        graph = rerun(graph, store.is_valid)
+        graph = rerun(graph, store.realisation, store.is_valid)
     with store.session():
         r = Realizer(store, graph, fetcher_factory=ctx.fetcher_factory(ctx.args.offline), reporter=ctx.reporter,
                      jobs=ctx.args.jobs, offline=ctx.args.offline)
@@ -336,12 +342,12 @@ def cmd_realize(ctx: Ctx) -> int:
 
             lock_abs = ctx.lock_path().resolve()
             root = f"lock:{lock_abs}:{hash_file(lock_abs).sha256}"
-            closure = store.closure(graph.nodes[t].entry for t in graph.targets)
+            closure = store.closure(r.entry(t) for t in graph.targets)
             store.add_roots(root, closure, replace=False)
             if cache_key is not None:
                 from . import plancache
 
-                plancache.save(store.meta, cache_key, {t: graph.nodes[t].entry for t in graph.targets},
+                plancache.save(store.meta, cache_key, {t: r.entry(t) for t in graph.targets},
                                {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure))
         checks = r.check(ctx.args.targets) if ctx.args.check else []
     ctx.close()
@@ -417,16 +423,23 @@ def cmd_show(ctx: Ctx) -> int:
     target = ctx.args.target
     manifest = ctx.manifest()
     if target in manifest.decls:
-        graph = _plan(ctx, [target], _overrides(ctx.args))
+        graph = _plan(ctx, [target], _overrides(ctx.args), resolve=True)
         node = graph.nodes[target]
         d = manifest.decls[target]
-        info = ctx.store.info(node.entry)
+        info = ctx.store.info(node.entry) if node.entry else None
         data: dict[str, Any] = {
-            "name": target, "kind": node.kind, "entry": node.entry,
-            "path": str(ctx.store.path(node.entry)), "valid": info is not None,
+            "name": target, "kind": node.kind, "entry": node.entry or UNRESOLVED, "drv": node.drv,
+            "resolved": node.entry is not None,
+            "path": str(ctx.store.path(node.entry)) if node.entry else "", "valid": info is not None,
             "declared_at": f"{d.where.file}:{d.where.line}", "description": d.description,
-            "fingerprint": node.fingerprint, "inputs": {k: graph.nodes[v].entry for k, v in node.inputs.items()},
+            "fingerprint": node.fingerprint,
+            "inputs": {k: graph.nodes[v].entry or f"{UNRESOLVED} {graph.nodes[v].drv}" for k, v in node.inputs.items()},
         }
+        code = node.fingerprint.get("code")
+        if code:
+            data["code"] = code["files"]
+            if code.get("over_approximated"):
+                data["code_over_approximated"] = code["over_approximated"]
         if node.builder:
             from . import builders
 
@@ -446,7 +459,7 @@ def cmd_show(ctx: Ctx) -> int:
     if ctx.args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    for k in ("name", "kind", "builder", "entry", "path", "valid", "declared_at", "description", "method",
+    for k in ("name", "kind", "builder", "entry", "drv", "path", "valid", "declared_at", "description", "method",
               "size", "sha256", "blake3", "sandbox"):
         if k in data and data[k] not in ("", None):
             print(f"{k:12s} {data[k]}")
@@ -463,18 +476,27 @@ def cmd_show(ctx: Ctx) -> int:
         print("references")
         for r in data["references"]:
             print(f"  {r}")
+    if data.get("code"):
+        wide = data.get("code_over_approximated")
+        print("code" + (f" (the whole package: {wide})" if wide else " (the builder's import closure)"))
+        for path, digest in sorted(data["code"].items()):
+            print(f"  {path} {digest[:16]}")
     return 0
 
 
 def cmd_graph(ctx: Ctx) -> int:
     import json
 
-    graph = _plan(ctx, [ctx.args.target], _overrides(ctx.args))
+    graph = _plan(ctx, [ctx.args.target], _overrides(ctx.args), resolve=True)
     fmt = ctx.args.format
     order = graph.order()
+
+    def valid(node: Any) -> bool:
+        return node.entry is not None and ctx.store.is_valid(node.entry)
+
     if fmt == "json":
-        out = {n: {"kind": graph.nodes[n].kind, "entry": graph.nodes[n].entry,
-                   "inputs": dict(graph.nodes[n].inputs), "valid": ctx.store.is_valid(graph.nodes[n].entry)}
+        out = {n: {"kind": graph.nodes[n].kind, "entry": graph.nodes[n].entry, "drv": graph.nodes[n].drv,
+                   "inputs": dict(graph.nodes[n].inputs), "valid": valid(graph.nodes[n])}
                for n in order}
         print(json.dumps(out, indent=2, sort_keys=True))
     elif fmt == "dot":
@@ -483,15 +505,16 @@ def cmd_graph(ctx: Ctx) -> int:
         for n in order:
             node = graph.nodes[n]
             shape = "box" if node.fixed else ("doubleoctagon" if node.kind == "run" else "ellipse")
-            print(f'  "{n}" [shape={shape}, label="{n}\\n{node.entry[:12]}"];')
+            label = node.entry[:12] if node.entry else "unresolved"
+            print(f'  "{n}" [shape={shape}, label="{n}\\n{label}"];')
             for k, dep in sorted(node.inputs.items()):
                 print(f'  "{dep}" -> "{n}" [label="{k}"];')
         print("}")
     else:
         def walk(n: str, prefix: str, label: str, seen: set[str]) -> None:
             node = graph.nodes[n]
-            mark = "✓" if ctx.store.is_valid(node.entry) else "·"
-            print(f"{prefix}{label}{n} [{node.kind}] {mark} {node.entry}")
+            mark = "✓" if valid(node) else "·"
+            print(f"{prefix}{label}{n} [{node.kind}] {mark} {node.entry or UNRESOLVED}")
             if n in seen and node.inputs:
                 print(f"{prefix}    ...")
                 return
@@ -509,9 +532,10 @@ def cmd_why_depends(ctx: Ctx) -> int:
     manifest = ctx.manifest()
     a, b = ctx.args.a, ctx.args.b
     if a in manifest.decls:
-        graph = _plan(ctx, [a])
+        graph = _plan(ctx, [a], resolve=True)
         if b not in graph.nodes:
-            b_entries = {n for n, node in graph.nodes.items() if node.entry == b or node.entry.startswith(b)}
+            b_entries = {n for n, node in graph.nodes.items()
+                         if any(x and (x == b or x.startswith(b)) for x in (node.entry, node.drv))}
             if not b_entries:
                 raise UsageError(f"`{a}` does not depend on `{b}`")
             b = sorted(b_entries)[0]
@@ -557,7 +581,12 @@ def cmd_log(ctx: Ctx) -> int:
     except Exception:
         pass
     if ctx.args.path in manifest_names:
-        entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args)).nodes[ctx.args.path].entry
+        entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args), resolve=True).nodes[ctx.args.path].entry
+        if entry is None:
+            from .errors import StoreError
+
+            raise StoreError(f"`{ctx.args.path}` has not been built: its entry is {UNRESOLVED}",
+                             hints=[f"`mlbuild realize {ctx.args.path}` builds it"])
     else:
         entry = ctx.store.resolve(ctx.args.path)
     log = ctx.store.log_path(entry)
@@ -615,7 +644,7 @@ def _repair(ctx: Ctx, entries: list[str]) -> None:
     targets = []
     for name in manifest.decls:
         try:
-            g = plan(manifest, lock, [name])
+            g = plan(manifest, lock, [name]).resolve(ctx.store.realisation)
         except Exception:
             continue
         for n, node in g.nodes.items():
@@ -629,7 +658,8 @@ def _repair(ctx: Ctx, entries: list[str]) -> None:
             arch = archive_file(a)
             if arch is not None and file_entry(arch) in wanted:
                 archives[file_entry(arch)] = (a, arch)
-    unknown = wanted - {n.entry for t in targets for n in plan(manifest, lock, [t]).nodes.values()} - set(archives)
+    unknown = wanted - {n.entry for t in targets
+                        for n in plan(manifest, lock, [t]).resolve(ctx.store.realisation).nodes.values()} - set(archives)
     if unknown:
         raise CorruptEntryError(f"no manifest target produces {', '.join(sorted(unknown))}; cannot repair it",
                                 hints=["delete it with `mlbuild gc` after dropping its roots, or re-add it"])

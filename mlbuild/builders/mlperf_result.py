@@ -19,7 +19,7 @@ digest and the machine the measurement ran on.
 from __future__ import annotations
 
 from mlbuild.builders import BuildContext
-from mlbuild.builders.mlperf_run import PARAMS as RUN_PARAMS
+from mlbuild.harness.runparams import PARAMS as RUN_PARAMS
 
 NAME = "mlperf-result"
 VERSION = 1

@@ -9,6 +9,7 @@ module the run imported; the accuracy log's digest from its bytes.  Standard lib
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,12 @@ def describe(
     acc: dict[str, Any] | None = None
     if accuracy_log is not None:
         acc = {"path": accuracy_log.relative_to(out).as_posix(), "sha256": file_sha256(accuracy_log)}
+    source = fp.get("builder_source")
+    if source is None and isinstance(fp.get("code"), dict):  # the digest graph.builder_source_digest gives
+        canon = json.dumps(fp["code"], sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        source = hashlib.sha256(canon).hexdigest()[:32]
     return {
-        "mlbuild": {"version": fp.get("mlbuild_version", mlbuild.__version__), "builder_source": fp.get("builder_source"),
+        "mlbuild": {"version": fp.get("mlbuild_version", mlbuild.__version__), "builder_source": source,
                     "builder": fp.get("builder"), "builder_version": fp.get("builder_version")},
         "lock": fp.get("lock"),
         "inputs": {k: {"entry": inputs[k], "sha256": input_hashes.get(k)} for k in sorted(inputs)},

@@ -57,9 +57,9 @@ def test_a_run_becomes_accuracy_performance_and_assembly(inputs: Any) -> None:
     assert asm.builder == "mlperf-result" and asm.inputs == {"accuracy": ACC, "performance": PERF}
     assert acc.builder == perf.builder == "mlperf-run"
     assert acc.params["mode"] == "accuracy" and perf.params["mode"] == "performance"
-    assert acc.entry.endswith(f"-{RUN}-accuracy") and perf.entry.endswith(f"-{RUN}-performance")
-    assert asm.entry.endswith(f"-{RUN}") and asm.fingerprint["inputs"] == {"accuracy": acc.entry,
-                                                                            "performance": perf.entry}
+    assert acc.drv.endswith(f"-{RUN}-accuracy") and perf.drv.endswith(f"-{RUN}-performance")
+    assert asm.drv.endswith(f"-{RUN}") and asm.fingerprint["inputs"] == {"accuracy": acc.drv,
+                                                                            "performance": perf.drv}
     # the accuracy identity: ISA and runtime, no machine; the measurement: machine and repeat
     assert acc.fingerprint["cpu_isa"] == ISA and acc.fingerprint["runtime"]["onnxruntime"]
     assert "machine" not in acc.fingerprint and "repeat" not in acc.fingerprint
@@ -75,16 +75,16 @@ def test_a_run_becomes_accuracy_performance_and_assembly(inputs: Any) -> None:
                                        ("performance_sample_count", 64)])
 def test_a_performance_setting_keeps_the_accuracy_identity(inputs: Any, key: str, value: Any) -> None:
     a, b = plan(inputs), plan(inputs, {key: value})
-    assert a.nodes[ACC].entry == b.nodes[ACC].entry
-    assert a.nodes[PERF].entry != b.nodes[PERF].entry
-    assert a.nodes[RUN].entry != b.nodes[RUN].entry
+    assert a.nodes[ACC].drv == b.nodes[ACC].drv
+    assert a.nodes[PERF].drv != b.nodes[PERF].drv
+    assert a.nodes[RUN].drv != b.nodes[RUN].drv
 
 
 @pytest.mark.parametrize("key,value", [("nms_iou", 0.5), ("score_threshold", 0.2), ("intra_op_threads", 1),
                                        ("graph_optimization_level", "basic"), ("round", "v5.1")])
 def test_what_can_change_a_detection_changes_both(inputs: Any, key: str, value: Any) -> None:
     a, b = plan(inputs), plan(inputs, {key: value})
-    assert a.nodes[ACC].entry != b.nodes[ACC].entry and a.nodes[PERF].entry != b.nodes[PERF].entry
+    assert a.nodes[ACC].drv != b.nodes[ACC].drv and a.nodes[PERF].drv != b.nodes[PERF].drv
 
 
 def test_the_machine_keys_only_the_measurement(inputs: Any) -> None:
@@ -92,13 +92,13 @@ def test_the_machine_keys_only_the_measurement(inputs: Any) -> None:
     for change in ({"cpu_model": "Test CPU B"}, {"cpu_cores": 16}, {"memory_mib": 32000}, {"kernel": "6.2.0"},
                    {"os": "Other OS"}):
         b = plan(inputs, machine=dict(MACHINE, **change))
-        assert a.nodes[ACC].entry == b.nodes[ACC].entry, change
-        assert a.nodes[PERF].entry != b.nodes[PERF].entry, change
+        assert a.nodes[ACC].drv == b.nodes[ACC].drv, change
+        assert a.nodes[PERF].drv != b.nodes[PERF].drv, change
 
 
 def test_the_cpu_isa_keys_the_accuracy(inputs: Any) -> None:
     a, b = plan(inputs), plan(inputs, isa=[*ISA, "avx512f"])
-    assert a.nodes[ACC].entry != b.nodes[ACC].entry
+    assert a.nodes[ACC].drv != b.nodes[ACC].drv
 
 
 def test_this_hosts_machine_and_isa_are_what_plan_uses(inputs: Any) -> None:
@@ -117,10 +117,10 @@ def test_mode_alone_yields_only_that_part(inputs: Any) -> None:
     assert ACC in acc_only.nodes and PERF not in acc_only.nodes
     assert acc_only.nodes[RUN].inputs == {"accuracy": ACC}
     # the accuracy part is the same derivation whichever mode asked for it
-    assert acc_only.nodes[ACC].entry == plan(inputs).nodes[ACC].entry
+    assert acc_only.nodes[ACC].drv == plan(inputs).nodes[ACC].drv
     perf_only = plan(inputs, {"mode": "performance"})
     assert PERF in perf_only.nodes and ACC not in perf_only.nodes
-    assert perf_only.nodes[PERF].entry == plan(inputs).nodes[PERF].entry
+    assert perf_only.nodes[PERF].drv == plan(inputs).nodes[PERF].drv
 
 
 def test_rerun_takes_the_next_free_repeat(inputs: Any) -> None:
@@ -128,15 +128,15 @@ def test_rerun_takes_the_next_free_repeat(inputs: Any) -> None:
     have: set[str] = set()
     seen = []
     for want in range(3):
-        r = graph.rerun(g, have.__contains__)
+        r = graph.rerun(g, lambda drv: (f"{drv}-entry", "0" * 64) if drv in have else None, lambda e: True)
         perf = r.nodes[PERF]
         assert perf.fingerprint["repeat"] == want
-        assert r.nodes[ACC].entry == g.nodes[ACC].entry  # a rerun never repeats the accuracy run
-        assert r.nodes[RUN].fingerprint["inputs"]["performance"] == perf.entry
-        have.add(perf.entry)
-        seen.append((perf.entry, r.nodes[RUN].entry))
+        assert r.nodes[ACC].drv == g.nodes[ACC].drv  # a rerun never repeats the accuracy run
+        assert r.nodes[RUN].fingerprint["inputs"]["performance"] == perf.drv
+        have.add(perf.drv)
+        seen.append((perf.drv, r.nodes[RUN].drv))
     assert len({e for e, _ in seen}) == 3 and len({a for _, a in seen}) == 3
-    assert seen[0] == (g.nodes[PERF].entry, g.nodes[RUN].entry)  # repeat 0 is what a plain realize builds
+    assert seen[0] == (g.nodes[PERF].drv, g.nodes[RUN].drv)  # repeat 0 is what a plain realize builds
 
 
 def test_closure_lock_digest_ignores_unrelated_artifacts(inputs: Any) -> None:
@@ -148,7 +148,7 @@ def test_closure_lock_digest_ignores_unrelated_artifacts(inputs: Any) -> None:
     # an artifact the run does not use, added to the lock, changes nothing of the run
     extra = dataclasses.replace(lk, artifacts={**lk.artifacts, "unrelated": lk.artifacts["loadgen-official"]})
     assert plan(inputs, the_lock=extra).nodes[RUN].fingerprint["lock"] == info
-    assert plan(inputs, the_lock=extra).nodes[RUN].entry == g.nodes[RUN].entry
+    assert plan(inputs, the_lock=extra).nodes[RUN].drv == g.nodes[RUN].drv
     # a changed byte of a used artifact changes the digest
     model = lk.artifacts["yolox-nano-onnx"]
     bad = dataclasses.replace(model, hash=dataclasses.replace(model.hash, sha256="0" * 64))
