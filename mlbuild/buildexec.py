@@ -33,6 +33,8 @@ def main(spec_path: str) -> int:
         jobs=int(spec["jobs"]),
         log=log,
         entry=spec.get("entry", ""),
+        fingerprint=spec.get("fingerprint") or {},
+        input_hashes=spec.get("input_hashes") or {},
     )
     try:
         builders.load(spec["builder"]).build(ctx)

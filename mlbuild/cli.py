@@ -276,12 +276,18 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = None) -> Any:
+def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = None, *,
+          resolve: bool = False) -> Any:
+    """The derivation graph; with ``resolve``, built nodes' entries filled in from the store's realisations."""
     from .graph import plan
 
     manifest = ctx.manifest()
     lock = ctx.read_lock() if ctx.lock_path().exists() else None
-    return plan(manifest, lock, targets, overrides)
+    graph = plan(manifest, lock, targets, overrides)
+    return graph.resolve(ctx.store.realisation) if resolve else graph
+
+
+UNRESOLVED = "(resolved after its inputs build)"
 
 
 def _realize_noop(ctx: Ctx, overrides: dict[str, Any]) -> str | None:
@@ -312,7 +318,7 @@ class _Done(Exception):
 def cmd_realize(ctx: Ctx) -> int:
     overrides = _overrides(ctx.args)
     cache_key = None
-    if not ctx.args.check and not ctx.args.offline:
+    if not ctx.args.check and not ctx.args.offline and not ctx.args.rerun:
         try:
             cache_key = _realize_noop(ctx, overrides)
         except _Done:
@@ -321,6 +327,10 @@ def cmd_realize(ctx: Ctx) -> int:
 
     graph = _plan(ctx, ctx.args.targets, overrides)
     store = ctx.store
+    if ctx.args.rerun:
+        from .graph import rerun
+
+        graph = rerun(graph, store.realisation, store.is_valid)
     with store.session():
         r = Realizer(store, graph, fetcher_factory=ctx.fetcher_factory(ctx.args.offline), reporter=ctx.reporter,
                      jobs=ctx.args.jobs, offline=ctx.args.offline)
@@ -332,12 +342,12 @@ def cmd_realize(ctx: Ctx) -> int:
 
             lock_abs = ctx.lock_path().resolve()
             root = f"lock:{lock_abs}:{hash_file(lock_abs).sha256}"
-            closure = store.closure(graph.nodes[t].entry for t in graph.targets)
+            closure = store.closure(r.entry(t) for t in graph.targets)
             store.add_roots(root, closure, replace=False)
             if cache_key is not None:
                 from . import plancache
 
-                plancache.save(store.meta, cache_key, {t: graph.nodes[t].entry for t in graph.targets},
+                plancache.save(store.meta, cache_key, {t: r.entry(t) for t in graph.targets},
                                {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure))
         checks = r.check(ctx.args.targets) if ctx.args.check else []
     ctx.close()
@@ -413,16 +423,23 @@ def cmd_show(ctx: Ctx) -> int:
     target = ctx.args.target
     manifest = ctx.manifest()
     if target in manifest.decls:
-        graph = _plan(ctx, [target], _overrides(ctx.args))
+        graph = _plan(ctx, [target], _overrides(ctx.args), resolve=True)
         node = graph.nodes[target]
         d = manifest.decls[target]
-        info = ctx.store.info(node.entry)
+        info = ctx.store.info(node.entry) if node.entry else None
         data: dict[str, Any] = {
-            "name": target, "kind": node.kind, "entry": node.entry,
-            "path": str(ctx.store.path(node.entry)), "valid": info is not None,
+            "name": target, "kind": node.kind, "entry": node.entry or UNRESOLVED, "drv": node.drv,
+            "resolved": node.entry is not None,
+            "path": str(ctx.store.path(node.entry)) if node.entry else "", "valid": info is not None,
             "declared_at": f"{d.where.file}:{d.where.line}", "description": d.description,
-            "fingerprint": node.fingerprint, "inputs": {k: graph.nodes[v].entry for k, v in node.inputs.items()},
+            "fingerprint": node.fingerprint,
+            "inputs": {k: graph.nodes[v].entry or f"{UNRESOLVED} {graph.nodes[v].drv}" for k, v in node.inputs.items()},
         }
+        code = node.fingerprint.get("code")
+        if code:
+            data["code"] = code["files"]
+            if code.get("over_approximated"):
+                data["code_over_approximated"] = code["over_approximated"]
         if node.builder:
             from . import builders
 
@@ -442,7 +459,7 @@ def cmd_show(ctx: Ctx) -> int:
     if ctx.args.json:
         print(json.dumps(data, indent=2, sort_keys=True))
         return 0
-    for k in ("name", "kind", "builder", "entry", "path", "valid", "declared_at", "description", "method",
+    for k in ("name", "kind", "builder", "entry", "drv", "path", "valid", "declared_at", "description", "method",
               "size", "sha256", "blake3", "sandbox"):
         if k in data and data[k] not in ("", None):
             print(f"{k:12s} {data[k]}")
@@ -459,18 +476,27 @@ def cmd_show(ctx: Ctx) -> int:
         print("references")
         for r in data["references"]:
             print(f"  {r}")
+    if data.get("code"):
+        wide = data.get("code_over_approximated")
+        print("code" + (f" (the whole package: {wide})" if wide else " (the builder's import closure)"))
+        for path, digest in sorted(data["code"].items()):
+            print(f"  {path} {digest[:16]}")
     return 0
 
 
 def cmd_graph(ctx: Ctx) -> int:
     import json
 
-    graph = _plan(ctx, [ctx.args.target], _overrides(ctx.args))
+    graph = _plan(ctx, [ctx.args.target], _overrides(ctx.args), resolve=True)
     fmt = ctx.args.format
     order = graph.order()
+
+    def valid(node: Any) -> bool:
+        return node.entry is not None and ctx.store.is_valid(node.entry)
+
     if fmt == "json":
-        out = {n: {"kind": graph.nodes[n].kind, "entry": graph.nodes[n].entry,
-                   "inputs": dict(graph.nodes[n].inputs), "valid": ctx.store.is_valid(graph.nodes[n].entry)}
+        out = {n: {"kind": graph.nodes[n].kind, "entry": graph.nodes[n].entry, "drv": graph.nodes[n].drv,
+                   "inputs": dict(graph.nodes[n].inputs), "valid": valid(graph.nodes[n])}
                for n in order}
         print(json.dumps(out, indent=2, sort_keys=True))
     elif fmt == "dot":
@@ -479,15 +505,16 @@ def cmd_graph(ctx: Ctx) -> int:
         for n in order:
             node = graph.nodes[n]
             shape = "box" if node.fixed else ("doubleoctagon" if node.kind == "run" else "ellipse")
-            print(f'  "{n}" [shape={shape}, label="{n}\\n{node.entry[:12]}"];')
+            label = node.entry[:12] if node.entry else "unresolved"
+            print(f'  "{n}" [shape={shape}, label="{n}\\n{label}"];')
             for k, dep in sorted(node.inputs.items()):
                 print(f'  "{dep}" -> "{n}" [label="{k}"];')
         print("}")
     else:
         def walk(n: str, prefix: str, label: str, seen: set[str]) -> None:
             node = graph.nodes[n]
-            mark = "✓" if ctx.store.is_valid(node.entry) else "·"
-            print(f"{prefix}{label}{n} [{node.kind}] {mark} {node.entry}")
+            mark = "✓" if valid(node) else "·"
+            print(f"{prefix}{label}{n} [{node.kind}] {mark} {node.entry or UNRESOLVED}")
             if n in seen and node.inputs:
                 print(f"{prefix}    ...")
                 return
@@ -505,9 +532,10 @@ def cmd_why_depends(ctx: Ctx) -> int:
     manifest = ctx.manifest()
     a, b = ctx.args.a, ctx.args.b
     if a in manifest.decls:
-        graph = _plan(ctx, [a])
+        graph = _plan(ctx, [a], resolve=True)
         if b not in graph.nodes:
-            b_entries = {n for n, node in graph.nodes.items() if node.entry == b or node.entry.startswith(b)}
+            b_entries = {n for n, node in graph.nodes.items()
+                         if any(x and (x == b or x.startswith(b)) for x in (node.entry, node.drv))}
             if not b_entries:
                 raise UsageError(f"`{a}` does not depend on `{b}`")
             b = sorted(b_entries)[0]
@@ -553,7 +581,12 @@ def cmd_log(ctx: Ctx) -> int:
     except Exception:
         pass
     if ctx.args.path in manifest_names:
-        entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args)).nodes[ctx.args.path].entry
+        entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args), resolve=True).nodes[ctx.args.path].entry
+        if entry is None:
+            from .errors import StoreError
+
+            raise StoreError(f"`{ctx.args.path}` has not been built: its entry is {UNRESOLVED}",
+                             hints=[f"`mlbuild realize {ctx.args.path}` builds it"])
     else:
         entry = ctx.store.resolve(ctx.args.path)
     log = ctx.store.log_path(entry)
@@ -611,7 +644,7 @@ def _repair(ctx: Ctx, entries: list[str]) -> None:
     targets = []
     for name in manifest.decls:
         try:
-            g = plan(manifest, lock, [name])
+            g = plan(manifest, lock, [name]).resolve(ctx.store.realisation)
         except Exception:
             continue
         for n, node in g.nodes.items():
@@ -625,7 +658,8 @@ def _repair(ctx: Ctx, entries: list[str]) -> None:
             arch = archive_file(a)
             if arch is not None and file_entry(arch) in wanted:
                 archives[file_entry(arch)] = (a, arch)
-    unknown = wanted - {n.entry for t in targets for n in plan(manifest, lock, [t]).nodes.values()} - set(archives)
+    unknown = wanted - {n.entry for t in targets
+                        for n in plan(manifest, lock, [t]).resolve(ctx.store.realisation).nodes.values()} - set(archives)
     if unknown:
         raise CorruptEntryError(f"no manifest target produces {', '.join(sorted(unknown))}; cannot repair it",
                                 hints=["delete it with `mlbuild gc` after dropping its roots, or re-add it"])
@@ -744,18 +778,15 @@ def cmd_mirror_export(ctx: Ctx) -> int:
 def cmd_results(ctx: Ctx) -> int:
     import json
 
-    from .harness.summary import format_summary, load_result
+    from .harness.summary import format_summary, load_result, newest_result, run_results
 
     store = ctx.store
-    runs = [r[0] for r in store.db.execute("SELECT name FROM entries WHERE kind='run' ORDER BY name")]
     if ctx.args.results_cmd == "show":
-        want = ctx.args.id
+        want = ctx.args.id or newest_result(store)
         if want is None:
-            if not runs:
-                from .errors import UsageError
+            from .errors import UsageError
 
-                raise UsageError("no results in the store", hints=["`mlbuild realize yolox-coco128-offline`"])
-            want = max(runs, key=lambda n: store.path(n).stat().st_mtime_ns if store.path(n).exists() else 0)
+            raise UsageError("no results in the store", hints=["`mlbuild realize yolox-coco128-offline`"])
         name = store.resolve(want)
         result = load_result(store.path(name))
         if ctx.args.json:
@@ -764,29 +795,35 @@ def cmd_results(ctx: Ctx) -> int:
             print(format_summary(result))
             print(f"entry: {store.path(name)}")
         return 0
-    rows = []
-    for name in runs:
+    rows: list[dict[str, Any]] = []
+    for name, when in run_results(store):
         try:
             r = load_result(store.path(name))
         except Exception as e:
-            rows.append({"entry": name, "error": str(e)})
+            rows.append({"entry": name, "completed_at": when, "error": str(e)})
             continue
-        rows.append({"entry": name, **_key_figures(r)})
+        rows.append({"entry": name, "completed_at": when, **_key_figures(r)})
     if ctx.args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0
     if not rows:
         ctx.printer.info("no results in the store yet")
         return 0
-    print(f"{'scenario':12s} {'mode':11s} {'loadgen':8s} {'mAP %':>7s} {'samples/s':>10s} {'validity':8s} entry")
+    import time
+
+    print(f"{'completed (UTC)':19s} {'scenario':12s} {'mode':11s} {'loadgen':8s} {'mAP %':>7s} {'samples/s':>10s} "
+          f"{'validity':8s} entry")
     for row in rows:
+        when = row.get("completed_at")
+        done = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(when)) if isinstance(when, float) else "-"
         if "error" in row:
-            print(f"{'?':12s} {'':11s} {'':8s} {'':>7s} {'':>10s} {'':8s} {row['entry']} (unreadable: {row['error']})")
+            print(f"{done:19s} {'?':12s} {'':11s} {'':8s} {'':>7s} {'':>10s} {'':8s} {row['entry']} "
+                  f"(unreadable: {row['error']})")
             continue
         m = f"{row['map']:.3f}" if isinstance(row.get("map"), (int, float)) else "-"
         q = f"{row['samples_per_second']:.1f}" if isinstance(row.get("samples_per_second"), (int, float)) else "-"
-        print(f"{str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} {str(row.get('loadgen', '-')):8s} "
-              f"{m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
+        print(f"{done:19s} {str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} "
+              f"{str(row.get('loadgen', '-')):8s} {m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
     return 0
 
 
@@ -938,6 +975,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("targets", nargs="+", metavar="TARGET")
     p.add_argument("--check", action="store_true", help="rebuild built targets and report whether they are bit-identical")
     p.add_argument("--offline", action="store_true", help="no network; list what is missing")
+    p.add_argument("--rerun", action="store_true",
+                   help="measure run targets' performance again (a new repeat; earlier ones are kept)")
     _run_flags(p)
     p.set_defaults(func=cmd_realize)
 

@@ -1,27 +1,34 @@
-"""The derivation graph: manifest + lock -> store entries to realize.
+"""The derivation graph: manifest + lock -> derivations, and their resolution to store entries.
 
 A pure function of its inputs (no network, no store access).  Every locked
-artifact becomes a fixed-output node, named by its content hash; every build
-and run becomes an input-addressed node whose digest covers the builder (name,
-version, source digest), its typed parameters, its inputs' entry names and the
-platform.  A changed parameter is a different entry; unchanged inputs keep
-their entries and are reused.
+artifact becomes a fixed-output node, named by its content hash.  Every build
+and run becomes a derivation with a digest ``drv`` over the builder (name,
+version, the code it can run: :mod:`mlbuild.codeid`), its typed parameters, its
+inputs' derivation digests (fixed inputs: their content-addressed entries) and
+the platform: it changes whenever anything that can change the output changes.
+
+A derivation's store entry is named at realize time from its *resolved*
+fingerprint, where each input is replaced by the content hash of its output (as
+Nix's content-addressed derivations and Bazel's action cache do).  An edit that
+rebuilds an input bit for bit (a comment in a builder) changes nothing
+downstream: downstream entries keep their names and are not rebuilt.  A
+built node is resolved when every built input has a realisation (drv -> entry,
+content hash; ``Store.realisation``); :meth:`Graph.resolve` fills in what is
+known, the realizer resolves the rest as inputs complete.
 """
 
 from __future__ import annotations
 
 import platform
-import re
 import sys
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
-from pathlib import Path
 from typing import Any
 
-from . import builders
+from . import builders, codeid
 from .errors import LockError, StaleLockError, UsageError
-from .hashing import sha256_hex, store_digest
+from .hashing import canonical_json, sha256_hex, store_digest
 from .lock import Lock, LockedArtifact, LockedFile, decl_digest
 from .manifest import BuildDecl, Manifest, check_params
 
@@ -30,9 +37,10 @@ from .manifest import BuildDecl, Manifest, check_params
 class Node:
     name: str
     kind: str  # fetch | pypi | sdist | build | run
-    entry: str
+    drv: str  # derivation digest `<32 hex>-<name>` (fixed nodes: their entry)
+    entry: str | None  # the store entry; None for a built node not resolved yet
     method: str
-    fingerprint: Mapping[str, Any]
+    fingerprint: Mapping[str, Any]  # the derivation's (inputs by their drv digests)
     inputs: Mapping[str, str] = field(default_factory=dict)  # input name -> node name
     artifact: LockedArtifact | None = None
     builder: str | None = None
@@ -41,6 +49,9 @@ class Node:
     @property
     def fixed(self) -> bool:
         return self.artifact is not None
+
+
+Realised = tuple[str, str]  # (entry, sha256 of its content)
 
 
 @dataclass(frozen=True)
@@ -72,6 +83,56 @@ class Graph:
                 rev[dep].add(n)
         return rev
 
+    def resolve(self, lookup: Callable[[str], Realised | None]) -> Graph:
+        """The same graph with every built node's entry filled in where its inputs' outputs are known.
+
+        ``lookup(drv)`` gives a derivation's realisation (``Store.realisation``); a built node is
+        resolved when every built input has one.  Unresolved nodes keep ``entry=None``."""
+        nodes = dict(self.nodes)
+        for n in self.order_all():
+            node = nodes[n]
+            if node.fixed:
+                continue
+            known = {}
+            for k, dep in node.inputs.items():
+                got = realised_fixed(nodes[dep]) if nodes[dep].fixed else lookup(nodes[dep].drv)
+                if got is None:
+                    break
+                known[k] = got
+            else:
+                nodes[n] = replace(node, entry=resolved_entry(node, known))
+        return Graph(nodes, self.targets)
+
+    def order_all(self) -> list[str]:
+        """Topological order of every node (dependencies first)."""
+        return Graph(self.nodes, tuple(sorted(self.nodes))).order()
+
+
+def realised_fixed(node: Node) -> Realised:
+    assert node.artifact is not None and node.entry is not None
+    return node.entry, node.artifact.hash.sha256
+
+
+def _entry_label(entry: str) -> str:
+    return entry.split("-", 1)[1]
+
+
+def resolved_fingerprint(node: Node, inputs: Mapping[str, Realised]) -> dict[str, Any]:
+    """A built node's fingerprint with each input given by its output: content hash and entry label.
+
+    ``inputs``: input name -> (entry, sha256) of what that input was realized into."""
+    if set(inputs) != set(node.inputs):
+        raise ValueError(f"`{node.name}`: resolving needs inputs {sorted(node.inputs)}, got {sorted(inputs)}")
+    fp = dict(node.fingerprint)
+    fp["inputs"] = {k: {"sha256": sha, "label": _entry_label(entry)} for k, (entry, sha) in sorted(inputs.items())}
+    fp["type"] = "resolved"
+    return fp
+
+
+def resolved_entry(node: Node, inputs: Mapping[str, Realised]) -> str:
+    """The store entry of a built node whose inputs were realized as ``inputs``."""
+    return store_digest(resolved_fingerprint(node, inputs)) + "-" + _entry_label(node.drv)
+
 
 def host_platform() -> dict[str, str]:
     return {
@@ -80,30 +141,20 @@ def host_platform() -> dict[str, str]:
     }
 
 
-_IMPORT_RE = re.compile(r"(?:mlbuild\.harness\.|from \.\.harness import |from \.\.harness\.)([\w, ]+)")
+def builder_module_name(name: str) -> str:
+    return f"{builders.__name__}.{builders.REGISTRY[name]}"
 
 
 @cache
+def builder_code(name: str) -> codeid.CodeIdentity:
+    """The code builder ``name`` can run: its import closure's files and their digests."""
+    registry = [builder_module_name(b) for b in builders.REGISTRY]
+    return codeid.identity(codeid.PACKAGE_DIR, builder_module_name(name), registry)
+
+
 def builder_source_digest(name: str) -> str:
-    """Digest of a builder's source and of the harness modules it imports."""
-    path = builders.source_file(name)
-    text = path.read_bytes()
-    files = {path.name: sha256_hex(text)}
-    harness = path.parent.parent / "harness"
-    todo = [text.decode()]
-    while todo:
-        src = todo.pop()
-        for group in _IMPORT_RE.findall(src):
-            for mod in re.split(r"[ ,]+", group.strip()):
-                f = harness / f"{mod.split('.')[0]}.py"
-                key = f"harness/{f.name}"
-                if f.exists() and key not in files:
-                    data = f.read_bytes()
-                    files[key] = sha256_hex(data)
-                    todo.append(data.decode())
-    exec_file = Path(__file__).with_name("buildexec.py")
-    files["buildexec.py"] = sha256_hex(exec_file.read_bytes())
-    return store_digest(files)
+    """One digest over the code builder ``name`` can run (see :func:`builder_code`)."""
+    return store_digest(builder_code(name).fingerprint())
 
 
 def fixed_entry(a: LockedArtifact) -> str:
@@ -166,7 +217,8 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
                 raise StaleLockError(f"the lock's pin of `{name}` is out of date", reasons=[
                     f"`{name}` ({d.where.file}:{d.where.line}) changed since it was locked"],
                     hints=["run `mlbuild lock` to pin the new declaration"])
-            n = Node(name, d.kind, fixed_entry(art), art.hash.method,
+            entry = fixed_entry(art)
+            n = Node(name, d.kind, entry, entry, art.hash.method,
                      {"type": "fixed", "sha256": art.hash.sha256, "method": art.hash.method}, artifact=art)
             nodes[name] = n
             return n
@@ -192,14 +244,14 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
         deps = {k: node(v) for k, v in sorted(inputs.items())}
         fp = {
             "type": "built", "builder": d.builder, "builder_version": mod.VERSION,
-            "builder_source": builder_source_digest(d.builder), "params": params,
-            "inputs": {k: v.entry for k, v in deps.items()}, "platform": plat,
+            "code": builder_code(d.builder).fingerprint(), "params": params,
+            "inputs": {k: v.drv for k, v in deps.items()}, "platform": plat,
             "network": bool(getattr(mod, "NEEDS_NETWORK", False)),
         }
         extra = getattr(mod, "fingerprint_extra", None)
         if extra is not None:
             fp["extra"] = extra()
-        n = Node(name, d.kind, store_digest(fp) + "-" + name, "tree", fp,
+        n = Node(name, d.kind, store_digest(fp) + "-" + name, None, "tree", fp,
                  {k: v.name for k, v in deps.items()}, builder=d.builder, params=params)
         nodes[name] = n
         return n
@@ -210,4 +262,152 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
     if unknown:
         raise UsageError(f"no target among {', '.join(targets)} has a parameter named {', '.join(sorted(unknown))}",
                          hints=["`mlbuild show TARGET` lists a target's parameters"])
-    return Graph(nodes, targets)
+    return split_runs(Graph(nodes, targets))
+
+
+# ---------------------------------------------------------------------------- run split
+# A benchmark run is two things of different nature: its accuracy is a pure function of
+# model, data, code, parameters, runtime and the CPU's ISA (a derivation), its performance
+# is a measurement of one machine (keyed by that machine, repeatable).  `split_runs` turns
+# each `mlperf-run` node into up to two parts and a cheap node that assembles the target's
+# output from them.
+
+RUN_BUILDER = "mlperf-run"
+ASSEMBLY_BUILDER = "mlperf-result"
+# LoadGen settings that change how long / how hard the performance run drives the SUT, and
+# never a sample's output: an accuracy part's identity leaves them at their defaults.
+PERFORMANCE_ONLY_PARAMS = ("min_duration_ms", "max_duration_ms", "min_query_count", "max_query_count",
+                           "target_qps", "target_latency_ms", "performance_sample_count")
+# distributions whose version changes an accuracy result's bits (recorded beside the env entry)
+RUNTIME_PACKAGES = ("numpy", "onnxruntime")
+
+
+def closure_lock(graph: Graph, name: str) -> dict[str, Any]:
+    """The locked artifacts ``name`` depends on (name -> method + sha256, sorted) and their
+    digest: a result's lock identity, unchanged by unrelated artifacts added to the lock."""
+    arts: dict[str, dict[str, str]] = {}
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        node = graph.nodes[n]
+        if node.artifact is not None:
+            arts[n] = {"method": node.artifact.hash.method, "sha256": node.artifact.hash.sha256}
+        todo.extend(node.inputs.values())
+    arts = dict(sorted(arts.items()))
+    return {"digest": sha256_hex(canonical_json(arts)), "artifacts": arts}
+
+
+def _runtime_versions(graph: Graph, name: str) -> dict[str, str]:
+    """Versions of RUNTIME_PACKAGES among the locked wheels in ``name``'s closure."""
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    todo = [name]
+    while todo:
+        n = todo.pop()
+        if n in seen:
+            continue
+        seen.add(n)
+        node = graph.nodes[n]
+        if node.artifact is not None and node.kind == "pypi":
+            for f in node.artifact.files:
+                pkg = (f.package or "").lower().replace("_", "-")
+                if pkg in RUNTIME_PACKAGES and f.version:
+                    out[pkg] = f.version
+        todo.extend(node.inputs.values())
+    return dict(sorted(out.items()))
+
+
+def _mlbuild_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def split_runs(graph: Graph, *, machine: Mapping[str, Any] | None = None, isa: list[str] | None = None) -> Graph:
+    """Replace every ``mlperf-run`` node by its parts and an assembly node of the same name.
+
+    - ``NAME/accuracy`` (entry ``...-NAME-accuracy``): mode ``accuracy``, the performance-only
+      params at their defaults, identity plus the CPU's ISA features and the runtime versions;
+    - ``NAME/performance`` (entry ``...-NAME-performance``): mode ``performance``, identity plus
+      the machine id and the repeat index (0; see :func:`rerun`);
+    - ``NAME``: the ``mlperf-result`` assembly of the parts the run's mode asks for.
+    ``machine``/``isa`` default to this host's (``harness.system``)."""
+    runs = [n for n, node in graph.nodes.items() if node.builder == RUN_BUILDER and "part" not in node.fingerprint]
+    if not runs:
+        return graph
+    from .harness import system
+
+    machine = dict(machine) if machine is not None else system.machine_id()
+    isa = list(isa) if isa is not None else system.cpu_isa_features()
+    run_mod = builders.load(RUN_BUILDER)
+    asm_mod = builders.load(ASSEMBLY_BUILDER)
+    nodes = dict(graph.nodes)
+    version = _mlbuild_version()
+    for name in runs:
+        node = graph.nodes[name]
+        params = dict(node.params)
+        mode = params.get("mode", "both")
+        common = {"mlbuild_version": version, "lock": closure_lock(graph, name), "cpu_isa": isa,
+                  "runtime": _runtime_versions(graph, name)}
+        parts: dict[str, Node] = {}
+        if mode in ("accuracy", "both"):
+            ap = dict(params, mode="accuracy")
+            for k in PERFORMANCE_ONLY_PARAMS:
+                if k in run_mod.PARAMS:
+                    ap[k] = run_mod.PARAMS[k].default
+            fp = dict(node.fingerprint, params=ap, part="accuracy", **common)
+            parts["accuracy"] = Node(f"{name}/accuracy", node.kind, f"{store_digest(fp)}-{name}-accuracy", None,
+                                     "tree", fp, dict(node.inputs), builder=RUN_BUILDER, params=ap)
+        if mode in ("performance", "both"):
+            pp = dict(params, mode="performance")
+            fp = dict(node.fingerprint, params=pp, part="performance", machine=machine, repeat=0, **common)
+            parts["performance"] = Node(f"{name}/performance", node.kind, f"{store_digest(fp)}-{name}-performance",
+                                        None, "tree", fp, dict(node.inputs), builder=RUN_BUILDER, params=pp)
+        for part in parts.values():
+            nodes[part.name] = part
+        afp = {
+            "type": "built", "builder": ASSEMBLY_BUILDER, "builder_version": asm_mod.VERSION,
+            "code": builder_code(ASSEMBLY_BUILDER).fingerprint(), "params": params,
+            "inputs": {k: v.drv for k, v in sorted(parts.items())}, "platform": node.fingerprint.get("platform"),
+            "network": False, "mlbuild_version": version, "lock": common["lock"],
+        }
+        nodes[name] = Node(name, node.kind, f"{store_digest(afp)}-{name}", None, "tree", afp,
+                           {k: v.name for k, v in sorted(parts.items())}, builder=ASSEMBLY_BUILDER, params=params)
+    return Graph(nodes, graph.targets)
+
+
+def _with_repeat(graph: Graph, name: str, repeat: int) -> Graph:
+    """``graph`` with run target ``name``'s performance part at repeat index ``repeat``."""
+    nodes = dict(graph.nodes)
+    perf = nodes[f"{name}/performance"]
+    fp = dict(perf.fingerprint, repeat=repeat)
+    nodes[perf.name] = replace(perf, fingerprint=fp, drv=f"{store_digest(fp)}-{name}-performance", entry=None)
+    asm = nodes[name]
+    afp = dict(asm.fingerprint, inputs=dict(asm.fingerprint["inputs"], performance=nodes[perf.name].drv))
+    nodes[name] = replace(asm, fingerprint=afp, drv=f"{store_digest(afp)}-{name}", entry=None)
+    return Graph(nodes, graph.targets)
+
+
+def rerun(graph: Graph, realisation: Callable[[str], Realised | None], is_valid: Callable[[str], bool]) -> Graph:
+    """Each run target's performance part at its first repeat index not yet measured into a
+    valid entry (``realize --rerun``): a new measurement beside the earlier ones, which stay.
+    ``realisation``/``is_valid``: the store's (:meth:`Store.realisation`, :meth:`Store.is_valid`)."""
+
+    def taken(drv: str) -> bool:
+        r = realisation(drv)
+        return r is not None and is_valid(r[0])
+
+    for name in graph.targets:
+        if f"{name}/performance" not in graph.nodes:
+            continue
+        k = 0
+        g = graph
+        while taken(g.nodes[f"{name}/performance"].drv):
+            k += 1
+            g = _with_repeat(graph, name, k)
+        graph = g
+    return graph

@@ -4,9 +4,12 @@ Parsing TOML (pure Python) and planning cost far more than the answer "every
 entry is already valid".  After a realize, the targets' entries and their
 closure are saved under a key that covers everything the plan depends on: the
 manifest files' bytes, the lock's bytes, the targets and overrides, the
-platform, mlbuild's own code, and each builder's cheap ``fingerprint_key()``
-(e.g. the LoadGen crate's file stats and the Rust toolchain).  The next
-realize with the same key checks validity with one SQLite query and stops.
+platform, every file a derivation's code identity can include (mlbuild's
+modules, ``native/``, the root ``Cargo.toml`` and ``Cargo.lock``: ``code_key``)
+and ``toolchain.stat_key()`` (the LoadGen crate's file stats, the compilers).
+The saved entries are the targets' *resolved* entries (after early cut-off) and
+their closure.  The next realize with the same key checks validity with one
+SQLite query and stops.
 Like Nix's evaluation cache, it is only ever a shortcut: a miss plans normally.
 """
 
@@ -19,18 +22,38 @@ import sys
 from pathlib import Path
 from typing import Any
 
-FORMAT = 1
+FORMAT = 2
+PACKAGE_DIR = Path(__file__).resolve().parent
+_SKIP = ("__pycache__", "target")
 
 
-def _code_digest(h: Any) -> None:
-    pkg = Path(__file__).parent
-    for sub in ("", "builders", "harness"):
-        d = pkg / sub if sub else pkg
-        for name in sorted(os.listdir(d)):
-            if name.endswith(".py"):
-                h.update(f"{sub}/{name}\0".encode())
-                with open(d / name, "rb") as f:
-                    h.update(f.read())
+def _walk(d: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(d):
+        dirnames[:] = sorted(x for x in dirnames if x not in _SKIP and not x.startswith("."))
+        out.extend(os.path.join(dirpath, f) for f in sorted(filenames))
+    return out
+
+
+def code_key(pkg_dir: Path = PACKAGE_DIR) -> str:
+    """A digest of every source file any derivation's code identity can include (``mlbuild.codeid``).
+
+    mlbuild's Python modules, the native extension's sources (``native/``) and the workspace's
+    root ``Cargo.toml`` and ``Cargo.lock``, by relative path and bytes."""
+    h = hashlib.sha256()
+    root = pkg_dir.parent
+    files = [f for f in _walk(pkg_dir) if f.endswith(".py")]
+    files += _walk(root / "native")
+    files += [str(root / f) for f in ("Cargo.toml", "Cargo.lock")]
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b"\0missing"
+        h.update(f"{os.path.relpath(path, root)}\0{len(data)}\0".encode())
+        h.update(data)
+    return h.hexdigest()
 
 
 def key(manifests: Path, lock: Path, targets: list[str], overrides: dict[str, Any]) -> str | None:
@@ -46,12 +69,16 @@ def key(manifests: Path, lock: Path, targets: list[str], overrides: dict[str, An
     except OSError:
         return None
     h.update(json.dumps([targets, overrides, os.uname().machine, sys.version_info[:2]], sort_keys=True).encode())
-    _code_digest(h)
+    h.update(code_key().encode())
     # Builders whose identity includes things outside mlbuild's code (the LoadGen crate and
     # the Rust toolchain) contribute a cheap stat-based key, without importing the builders.
     from . import toolchain
 
     h.update(toolchain.stat_key().encode())
+    # Run targets' identities include this machine (performance) and its ISA (accuracy).
+    from .harness import system
+
+    h.update(json.dumps([system.machine_id(), system.cpu_isa_features()], sort_keys=True).encode())
     return h.hexdigest()
 
 

@@ -1,10 +1,16 @@
 """The realizer: walk the derivation graph and make every needed entry valid.
 
 Topological order, independent work in parallel (``jobs``), nothing redone that
-is valid in the store.  Fixed-output nodes are fetched and checked against the
-lock; built nodes run their builder in the sandbox; run nodes are builds whose
-output is a benchmark result.  Per-entry locks make concurrent realizes of the
-same entry cooperate; validity is re-checked under the lock.
+is valid in the store.  A node is *resolved* when its inputs are settled: its
+store entry is named from its inputs' content hashes (``graph.resolved_entry``),
+so a rebuild that is bit-identical changes nothing downstream (early cut-off):
+the downstream entry is already valid and is not rebuilt.  Each build records a
+realisation (derivation digest -> entry, content hash) in the store, from which
+``mlbuild graph``/``show`` resolve without building.  Fixed-output nodes are
+fetched and checked against the lock; built nodes run their builder in the
+sandbox; run nodes are builds whose output is a benchmark result.  Per-entry
+locks make concurrent realizes of the same entry cooperate; validity is
+re-checked under the lock.
 """
 
 from __future__ import annotations
@@ -14,22 +20,30 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import builders
 from .errors import MlbuildError
-from .graph import Graph, Node, archive_file
+from .graph import Graph, Node, Realised, archive_file, resolved_entry, resolved_fingerprint
 from .hashing import hash_path
 from .reporter import NullReporter, Reporter
 from .store import Store
 
+CheckStatus = Literal["identical", "differs", "not-checked"]
+
 
 @dataclass(frozen=True)
 class CheckResult:
+    """What `realize --check` found for one target: identical, differs, or not checked (and why)."""
+
     name: str
     entry: str
-    identical: bool
+    status: CheckStatus
     detail: str
+
+    @property
+    def identical(self) -> bool:
+        return self.status == "identical"
 
 
 class Realizer:
@@ -53,7 +67,9 @@ class Realizer:
         self._fetcher_factory = fetcher_factory
         self._fetcher: Any = None
         self._fetcher_lock = threading.Lock()
+        self._settle_lock = threading.Lock()
         self.built: list[str] = []  # entries this run produced
+        self.realised: dict[str, Realised] = {}  # node name -> (entry, sha256): settled in this run
 
     @property
     def fetcher(self) -> Any:
@@ -62,28 +78,73 @@ class Realizer:
                 self._fetcher = self._fetcher_factory()
             return self._fetcher
 
+    def entry(self, name: str) -> str:
+        """The store entry node ``name`` was realized into (after :meth:`run`)."""
+        return self.realised[name][0]
+
     def path(self, name: str) -> Path:
-        return self.store.path(self.graph.nodes[name].entry)
+        return self.store.path(self.entry(name))
+
+    # ------------------------------------------------------------------ resolution
+    def _resolve(self, node: Node) -> str:
+        """The entry of a node whose inputs are settled."""
+        if node.fixed:
+            assert node.entry is not None
+            return node.entry
+        return resolved_entry(node, {k: self.realised[v] for k, v in node.inputs.items()})
+
+    def _settle(self, node: Node, entry: str, sha256: str) -> None:
+        """Record that ``node`` is realized as ``entry``; built nodes get a realisation in the store."""
+        with self._settle_lock:
+            self.realised[node.name] = (entry, sha256)
+        if not node.fixed and self.store.realisation(node.drv) != (entry, sha256):
+            self.store.add_realisation(node.drv, entry)
+
+    def _settle_if_valid(self, node: Node, entry: str) -> bool:
+        if entry in self.force:
+            return False
+        info = self.store.info(entry)
+        if info is None or not self.store.is_valid(entry):
+            return False
+        self._settle(node, entry, info.hash.sha256)
+        return True
 
     # ------------------------------------------------------------------ scheduling
     def run(self) -> dict[str, Path]:
         order = self.graph.order()
-        todo = [n for n in order if self.graph.nodes[n].entry in self.force or not self.store.is_valid(self.graph.nodes[n].entry)]
-        pending = set(todo)
-        if not pending:
-            return {t: self.path(t) for t in self.graph.targets}
-        deps = {n: {d for d in self.graph.nodes[n].inputs.values() if d in pending} for n in pending}
+        nodes = self.graph.nodes
+        pending = set(order)
+        deps = {n: set(nodes[n].inputs.values()) for n in order}
+        dependents: dict[str, set[str]] = {n: set() for n in order}
+        for n in order:
+            for d in deps[n]:
+                dependents[d].add(n)
+        resolved: dict[str, str] = {}
         running: dict[Future[None], str] = {}
         errors: list[BaseException] = []
+
+        def settled(n: str) -> None:
+            for m in dependents[n]:
+                deps[m].discard(n)
+
         with ThreadPoolExecutor(max_workers=self.jobs) as pool:
             while pending or running:
                 if not errors:
-                    ready = sorted(n for n in pending if not deps[n])
-                    for n in ready:
+                    # resolve what became ready; what is valid already settles at once (early cut-off)
+                    progress = True
+                    while progress:
+                        progress = False
+                        for n in sorted(p for p in pending if not deps[p] and p not in resolved):
+                            resolved[n] = self._resolve(nodes[n])
+                            if self._settle_if_valid(nodes[n], resolved[n]):
+                                pending.discard(n)
+                                settled(n)
+                                progress = True
+                    for n in sorted(p for p in pending if not deps[p]):
                         if len(running) >= self.jobs:
                             break
                         pending.discard(n)
-                        running[pool.submit(self._realize_one, self.graph.nodes[n])] = n
+                        running[pool.submit(self._realize_one, nodes[n], resolved[n])] = n
                 if not running:
                     break
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -93,26 +154,27 @@ class Realizer:
                     if exc is not None:
                         errors.append(exc)
                         continue
-                    for m in pending:
-                        deps[m].discard(n)
+                    settled(n)
         if errors:
             raise errors[0]
         return {t: self.path(t) for t in self.graph.targets}
 
     # ------------------------------------------------------------------ one node
-    def _realize_one(self, node: Node) -> None:
-        with self.store.entry_lock(node.entry):
-            if node.entry not in self.force and self.store.is_valid(node.entry):
+    def _realize_one(self, node: Node, entry: str) -> None:
+        with self.store.entry_lock(entry):
+            if self._settle_if_valid(node, entry):
                 return  # another process made it while we waited
-            with self.store.staging(node.entry) as staging:
+            with self.store.staging(entry) as staging:
                 if node.fixed:
-                    self._fetch(node, staging)
+                    got = self._fetch(node, staging)
                 else:
-                    self._build(node, staging)
-            self.force.discard(node.entry)
-            self.built.append(node.entry)
+                    got = self._build(node, entry, staging)
+            self.force.discard(entry)
+            self.built.append(entry)
+            self._settle(node, entry, got)
+            self.store.record_completion(entry)
 
-    def _fetch(self, node: Node, staging: Path) -> None:
+    def _fetch(self, node: Node, staging: Path) -> str:
         from . import artifacts
 
         a = node.artifact
@@ -133,81 +195,111 @@ class Realizer:
             artifacts.fetch_python_files(node.name, a.files, out, self.fetcher, offline=self.offline)
         else:
             raise MlbuildError(f"unknown artifact kind `{a.kind}` for `{node.name}` in the lock")
-        self.store.commit(
+        assert node.entry is not None
+        got = self.store.commit(
             out, node.entry, kind="fixed", method=a.hash.method,  # type: ignore[arg-type]
             deriver={"type": "fixed", "artifact": node.name, "kind": a.kind},
             expected=a.hash, references=refs,
         )
         self.reporter.on_task_done(key, f"fetched {node.name}")
+        return got.sha256
 
     def _builder_inputs(self, node: Node) -> dict[str, Path]:
         return {k: self.path(v).resolve() for k, v in node.inputs.items()}
 
-    def _run_builder(self, node: Node, out: Path) -> str:
+    def _run_builder(self, node: Node, entry: str, out: Path) -> str:
         assert node.builder is not None
         key = f"build:{node.name}"
         self.reporter.on_task_start(key, f"{'run' if node.kind == 'run' else 'build'} {node.name}", None)
         from . import sandbox
 
         module = builders.load(node.builder)
+        inputs = {k: self.realised[v] for k, v in node.inputs.items()}
         sb = sandbox.run_builder(
             builder=node.builder, module=module, inputs=self._builder_inputs(node), params=node.params,
-            out=out, jobs=self.jobs, log_path=self.store.log_path(node.entry), entry=node.entry,
+            out=out, jobs=self.jobs, log_path=self.store.log_path(entry), entry=entry,
+            # what the builder may record about itself: its resolved fingerprint, inputs' content hashes
+            fingerprint={**resolved_fingerprint(node, inputs), "drv": node.drv},
+            input_hashes={k: sha for k, (_, sha) in inputs.items()},
             on_line=lambda line: self.reporter.on_message(f"{node.name}: {line}") if line else None,
         )
         self.reporter.on_task_done(key, f"{'ran' if node.kind == 'run' else 'built'} {node.name}")
         return sb
 
-    def _build(self, node: Node, staging: Path) -> None:
+    def _build(self, node: Node, entry: str, staging: Path) -> str:
         out = staging / "out"
-        sb = self._run_builder(node, out)
-        refs = [self.graph.nodes[v].entry for v in node.inputs.values()]
-        self.store.commit(out, node.entry, kind="run" if node.kind == "run" else "built", method="tree",
-                          deriver=dict(node.fingerprint), references=refs, sandbox=sb)
+        sb = self._run_builder(node, entry, out)
+        inputs = {k: self.realised[v] for k, v in node.inputs.items()}
+        deriver = {**resolved_fingerprint(node, inputs), "drv": node.drv}
+        got = self.store.commit(out, entry, kind="run" if node.kind == "run" else "built", method="tree",
+                                deriver=deriver, references=[e for e, _ in inputs.values()], sandbox=sb)
+        return got.sha256
 
     # ------------------------------------------------------------------ --check
     def check(self, names: Iterable[str]) -> list[CheckResult]:
-        """Rebuild built targets in a scratch area and compare with the store entry."""
+        """Rebuild built targets in a scratch area and compare with their store entries (after :meth:`run`)."""
         results = []
         for name in names:
-            node = self.graph.nodes[name]
-            info = self.store.info(node.entry)
-            if node.fixed or info is None:
-                results.append(CheckResult(name, node.entry, True, "fixed-output: checked by hash on every fetch"))
-                continue
-            with self.store.staging(node.entry + ".check") as staging:
-                out = staging / "out"
-                self._run_builder(node, out)
-                if node.kind == "run":
-                    a = (out / "accuracy.txt")
-                    b = self.store.path(node.entry) / "accuracy.txt"
-                    if a.exists() and b.exists():
-                        same = a.read_bytes() == b.read_bytes()
-                        results.append(CheckResult(name, node.entry, same,
-                                                   "accuracy identical" if same else "accuracy differs"))
-                    else:
-                        results.append(CheckResult(name, node.entry, True,
-                                                   "performance-only run: timings are not expected to repeat"))
-                    continue
-                got = hash_path(out, "tree")
-                same = got.sha256 == info.hash.sha256
-                detail = "bit-identical"
-                if not same:
-                    # keep the rebuild beside the entry so the two can be compared
-                    from .store import remove_path
-
-                    kept = self.store.meta / "check" / node.entry
-                    kept.parent.mkdir(parents=True, exist_ok=True)
-                    remove_path(kept)
-                    out.rename(kept)
-                    detail = (f"differs: store has sha256 {info.hash.sha256}, rebuild gave {got.sha256}; "
-                              f"compare with `diffoscope {self.store.path(node.entry)} {kept}`")
-                results.append(CheckResult(name, node.entry, same, detail))
+            results.append(self._check_one(self.graph.nodes[name]))
         return results
+
+    def _check_one(self, node: Node) -> CheckResult:
+        name = node.name
+        entry = self.realised[name][0] if name in self.realised else (node.entry or node.drv)
+
+        def not_checked(why: str) -> CheckResult:
+            return CheckResult(name, entry, "not-checked", f"not checked: {why}")
+
+        if node.fixed:
+            return not_checked("a fixed-output entry is not rebuilt; its hash is checked against the lock "
+                               "on every fetch")
+        info = self.store.info(entry)
+        if name not in self.realised or info is None:
+            return not_checked("it is not in the store (realize it first)")
+        with self.store.staging(entry + ".check") as staging:
+            out = staging / "out"
+            self._run_builder(node, entry, out)
+            if node.kind == "run":
+                return self._compare_run(node, entry, out)
+            got = hash_path(out, "tree")
+            if got.sha256 == info.hash.sha256:
+                return CheckResult(name, entry, "identical", "bit-identical")
+            kept = self._keep_rebuild(entry, out)
+            return CheckResult(name, entry, "differs",
+                               f"differs: store has sha256 {info.hash.sha256}, rebuild gave {got.sha256}; "
+                               f"compare with `diffoscope {self.store.path(entry)} {kept}`")
+
+    def _compare_run(self, node: Node, entry: str, out: Path) -> CheckResult:
+        """A run's timings never repeat: only its accuracy result can be compared."""
+        stored = self.store.path(entry) / "accuracy.txt"
+        rebuilt = out / "accuracy.txt"
+        if not stored.exists() and not rebuilt.exists():
+            return CheckResult(node.name, entry, "not-checked",
+                               "not checked: a performance-only run has no accuracy result to compare, "
+                               "and its timings are not expected to repeat")
+        if stored.exists() != rebuilt.exists():
+            has = "the store entry" if stored.exists() else "the rerun"
+            return CheckResult(node.name, entry, "differs", f"differs: only {has} has accuracy.txt")
+        if stored.read_bytes() == rebuilt.read_bytes():
+            return CheckResult(node.name, entry, "identical",
+                               "accuracy identical (performance timings are not compared)")
+        a, b = stored.read_text().strip(), rebuilt.read_text().strip()
+        return CheckResult(node.name, entry, "differs", f"accuracy differs: store has `{a}`, rerun gave `{b}`")
+
+    def _keep_rebuild(self, entry: str, out: Path) -> Path:
+        """Keep a differing rebuild beside the entry so the two can be compared."""
+        from .store import remove_path
+
+        kept = self.store.meta / "check" / entry
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        remove_path(kept)
+        out.rename(kept)
+        return kept
 
 
 def require_success(results: list[CheckResult]) -> None:
-    bad = [r for r in results if not r.identical]
+    """Raise when a rebuild differs (entries that could not be checked are reported, not failed)."""
+    bad = [r for r in results if r.status == "differs"]
     if bad:
         from .errors import CheckMismatchError
 
@@ -215,4 +307,3 @@ def require_success(results: list[CheckResult]) -> None:
             "rebuild is not bit-identical: " + "; ".join(f"`{r.name}` {r.detail}" for r in bad),
             hints=["the builder is not deterministic; compare the two outputs to find the difference"],
         )
-

@@ -96,6 +96,8 @@ def run_builder(
     log_path: Path,
     on_line: Callable[[str], None],
     entry: str = "",
+    fingerprint: Mapping[str, Any] | None = None,
+    input_hashes: Mapping[str, str] | None = None,
 ) -> str:
     """Run ``builder`` into ``out`` (created empty); return the sandbox used."""
     needs_network = bool(getattr(module, "NEEDS_NETWORK", False))
@@ -119,6 +121,7 @@ def run_builder(
             "builder": builder, "inputs": {k: str(v) for k, v in inputs.items()}, "params": dict(params),
             "out": str(out), "tmp": str(tmp / "tmp"), "jobs": jobs,
             "package_parent": str(tmp / "pkg"), "env_site": env_site, "entry": entry,
+            "fingerprint": dict(fingerprint or {}), "input_hashes": dict(input_hashes or {}),
         }
         spec_path = tmp / "spec.json"
         spec_path.write_text(json.dumps(spec, sort_keys=True))

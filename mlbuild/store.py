@@ -399,6 +399,24 @@ class Store:
         db.executemany("INSERT OR IGNORE INTO roots VALUES (?,?)", [(root, n) for n in names])
         db.execute("COMMIT")
 
+    # ------------------------------------------------------------------ completion times
+    # When an entry was completed is metadata about this store, never part of an entry:
+    # `mlbuild results` orders by it (entries' mtimes are normalised to 1).
+    _COMPLETIONS = "CREATE TABLE IF NOT EXISTS completions (entry TEXT PRIMARY KEY, completed_at REAL NOT NULL)"
+
+    def record_completion(self, name: str, when: float | None = None) -> None:
+        import time
+
+        self.db.execute(self._COMPLETIONS)
+        self.db.execute("INSERT INTO completions VALUES (?,?) ON CONFLICT(entry) DO UPDATE SET "
+                        "completed_at=excluded.completed_at", (name, time.time() if when is None else when))
+
+    def completed_at(self, names: Iterable[str]) -> dict[str, float]:
+        """Entry -> when it was completed (seconds since the epoch), for those recorded."""
+        self.db.execute(self._COMPLETIONS)
+        want = set(names)
+        return {e: t for e, t in self.db.execute("SELECT entry, completed_at FROM completions") if e in want}
+
     # ------------------------------------------------------------------ gc / verify
     def live(self) -> set[str]:
         """Everything reachable from a root whose owner still exists, plus every run result."""

@@ -44,6 +44,7 @@ REGISTRY: dict[str, str] = {
     "python-env": "python_env",
     "loadgen-wheel": "loadgen_wheel",
     "mlperf-run": "mlperf_run",
+    "mlperf-result": "mlperf_result",  # a run target's output, assembled from its parts (graph.split_runs)
     "concat": "concat",  # a minimal example builder (standard library only); the core tests use it
 }
 
@@ -66,6 +67,8 @@ class BuildContext:
     jobs: int = 1
     log: Callable[[str], None] = field(default=lambda _msg: None)
     entry: str = ""  # the store entry being built (`<digest>-<name>`): its identity
+    fingerprint: Mapping[str, Any] = field(default_factory=dict)  # the derivation's canonical fingerprint
+    input_hashes: Mapping[str, str] = field(default_factory=dict)  # input name -> its entry's content sha256
 
 
 def load(name: str) -> ModuleType:

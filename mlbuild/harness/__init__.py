@@ -15,5 +15,8 @@ builders run in a subprocess whose ``sys.path`` holds a locked environment.
 - :mod:`.system`: a description of the machine a run ran on.
 - :mod:`.report`: the self-contained ``report.html``.
 - :mod:`.summary`: ``load_result`` / ``format_summary`` for ``mlbuild results show``.
-- :mod:`.run`: the ``mlperf-run`` builder's body.
+- :mod:`.run`: the ``mlperf-run`` builder's body (a whole run, or an accuracy/performance part).
+- :mod:`.runparams`: the run parameters' table (``mlperf-run`` and ``mlperf-result``).
+- :mod:`.provenance`: the ``provenance`` block of ``result.json``.
+- :mod:`.assemble`: the ``mlperf-result`` builder's body: a run target's output from its parts.
 """

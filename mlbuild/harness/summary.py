@@ -72,6 +72,22 @@ def _from_logs(path: Path) -> dict[str, Any]:
     return result
 
 
+def run_results(store: Any) -> list[tuple[str, float | None]]:
+    """The store's run results as ``(entry, completed_at)``, oldest first by recorded completion
+    time (entries of a store that predates the record first, by name).  The accuracy and
+    performance parts of a split run are not results of their own; their target is."""
+    names = [name for name, deriver in store.db.execute("SELECT name, deriver FROM entries WHERE kind='run'")
+             if not json.loads(deriver).get("part")]
+    times = store.completed_at(names)
+    return sorted(((n, times.get(n)) for n in names), key=lambda r: (r[1] is not None, r[1] or 0.0, r[0]))
+
+
+def newest_result(store: Any) -> str | None:
+    """The most recently completed run result, or None when the store holds none."""
+    runs = run_results(store)
+    return runs[-1][0] if runs else None
+
+
 def _num(v: Any, fmt: str) -> str:
     return format(v, fmt) if isinstance(v, (int, float)) and not isinstance(v, bool) else "-"
 

@@ -1,4 +1,15 @@
-"""What a run ran on: CPU, cores, memory, OS, Python and the libraries' versions."""
+"""What a run ran on: CPU, cores, memory, OS, Python and the libraries' versions.
+
+Two identities are derived here (standard library only, cheap: the graph and the plan cache
+call them):
+
+- :func:`cpu_isa_features`: the instruction-set extensions ONNX Runtime's CPU kernels
+  dispatch on (``avx2``, ``avx512*``, ``fma``, ``amx*``, ``neon``/``asimd``...).  They can change
+  an accuracy result's bits, so they are part of the accuracy derivation's identity.
+- :func:`machine_id`: what a performance measurement depends on - CPU model, cores, memory,
+  OS and kernel, architecture; never the host name.  Part of a measurement's identity, so a
+  shared store never serves one machine's samples/s to another.
+"""
 
 from __future__ import annotations
 
@@ -93,4 +104,40 @@ def describe(loadgen_module: Any = None, loadgen_detail: dict[str, Any] | None =
         "libraries": libs,
         "loadgen": loadgen,
         "byteorder": sys.byteorder,
+    }
+
+
+# ISA extensions ONNX Runtime's MLAS kernels (and numpy's SIMD paths) choose code paths by.
+_ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "ssse3", "neon", "asimd", "sve", "bf16", "i8mm", "dotprod",
+                 "fphp", "asimdhp", "asimddp", "vnni")
+
+
+def _cpuinfo_first(*keys: str) -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    for line in text.splitlines():
+        k, _, v = line.partition(":")
+        if k.strip().lower() in keys:
+            return v.strip()
+    return ""
+
+
+def cpu_isa_features() -> list[str]:
+    """The CPU's kernel-relevant ISA extensions, sorted (x86 ``flags`` / Arm ``Features``)."""
+    flags = _cpuinfo_first("flags", "features").split()
+    return sorted({f for f in flags if f.startswith(_ISA_PREFIXES)})
+
+
+def machine_id() -> dict[str, Any]:
+    """The machine a performance measurement ran on (sorted keys; no host name, no uptime)."""
+    mem = _memory_bytes()
+    return {
+        "arch": platform.machine(),
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "memory_mib": mem // (1024 * 1024) if mem else None,
+        "os": _os_release() or platform.system(),
+        "kernel": platform.release(),
     }
