@@ -33,8 +33,8 @@ TIMING_KEYS = ("samples_per_second", "latency_ns", "validity", "latency", "durat
                "timeline", "early_stopping", "min_duration_met", "min_queries_met")
 # Result fields that describe the machine, not the run.
 MACHINE_SECTIONS = ("system", "machine")
-# Result fields that are the run's inputs or identity (compared as inputs, not outputs).
-INPUT_SECTIONS = ("params", "inputs", "run", "logs", "builder", "schema")
+# Result fields compared on their own (params, input entries) or that follow from the identity.
+INPUT_SECTIONS = ("params", "inputs", "run", "logs")
 
 
 @dataclass
@@ -163,11 +163,28 @@ def changes(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> lis
 # --------------------------------------------------------------------------- entries
 
 
+# deriver keys that are digests over the rest (a change shows up in what they digest)
+DIGEST_KEYS = ("inputs", "drv", "type")
+
+
 def _deriver_causes(da: Mapping[str, Any], db: Mapping[str, Any]) -> list[Change]:
     """What differs between two derivers apart from their inputs."""
-    a = {k: v for k, v in da.items() if k != "inputs"}
-    b = {k: v for k, v in db.items() if k != "inputs"}
+    a = {k: v for k, v in da.items() if k not in DIGEST_KEYS}
+    b = {k: v for k, v in db.items() if k not in DIGEST_KEYS}
     return changes(a, b)
+
+
+def input_entry(store: Store, ref: Any) -> str | None:
+    """The entry a deriver's input names: an entry name, or (resolved derivers) its content
+    hash and label, looked up among the store's entries."""
+    if isinstance(ref, str):
+        return ref
+    if isinstance(ref, Mapping) and isinstance(ref.get("sha256"), str):
+        label = str(ref.get("label", ""))
+        rows = store.db.execute("SELECT name FROM entries WHERE sha256=? ORDER BY name", (ref["sha256"],))
+        names = [r[0] for r in rows if not label or r[0].split("-", 1)[-1] == label]
+        return names[0] if names else None
+    return None
 
 
 def explain_entries(store: Store, name: str, a: str, b: str, depth: int = 0, input: str = "") -> Rebuilt:
@@ -182,11 +199,11 @@ def explain_entries(store: Store, name: str, a: str, b: str, depth: int = 0, inp
     ins_a = ia.deriver.get("inputs") or {}
     ins_b = ib.deriver.get("inputs") or {}
     for k in sorted(set(ins_a) | set(ins_b)):
-        ea, eb = ins_a.get(k), ins_b.get(k)
-        if ea == eb:
+        if ins_a.get(k) == ins_b.get(k):
             continue
+        ea, eb = input_entry(store, ins_a.get(k)), input_entry(store, ins_b.get(k))
         if ea is None or eb is None or depth > 20:
-            r.causes.append(Change(f"inputs.{k}", ea, eb))
+            r.causes.append(Change(f"inputs.{k}", ea or ins_a.get(k), eb or ins_b.get(k)))
             continue
         r.via.append(explain_entries(store, _node_name(eb), ea, eb, depth + 1, input=k))
     return r
@@ -224,10 +241,22 @@ def _root_causes(r: Rebuilt, prefix: str = "") -> list[Change]:
 
 
 def _classify(path: str) -> str:
-    head = path.split(".", 1)[0]
+    """input | machine | timing | output | skip (compared elsewhere) for a result.json field."""
+    head, _, rest = path.partition(".")
+    second = rest.split(".", 1)[0]
+    if head == "provenance":
+        if second in ("machine", "cpu_isa"):
+            return "machine"
+        if second in ("inputs", "parts"):
+            return "skip"
+        if second == "accuracy_log":
+            return "output"
+        return "input"  # lock, mlbuild (version, code), runtime, loadgen_files, repeat
     if head in MACHINE_SECTIONS:
         return "machine"
     if head in INPUT_SECTIONS:
+        return "skip"
+    if head in ("builder", "schema"):
         return "input"
     if head in TIMING_SECTIONS:
         return "timing"
@@ -237,44 +266,52 @@ def _classify(path: str) -> str:
     return "output"
 
 
+def _known(store: Store | None, *entries: str | None) -> bool:
+    return store is not None and all(e is not None and store.info(e) is not None for e in entries)
+
+
 def diff_results(ra: prov.ResultRef, rb: prov.ResultRef, store: Store | None) -> DiffReport:
     a, b = ra.load(), rb.load()
     rep = DiffReport("results", ra.entry, rb.entry)
-    # inputs: parameters, input entries, the lock when recorded
+    fa, fb = flatten(a), flatten(b)
+    classes = {k: _classify(k) for k in set(fa) | set(fb)}
+    # inputs: parameters, then what the result records about its code, lock and runtime
     rep.inputs += changes(prov.run_params(a), prov.run_params(b), "params")
-    ins_a, ins_b = prov.run_inputs(a), prov.run_inputs(b)
-    la, lb = prov.result_lock_digest(a), prov.result_lock_digest(b)
-    if la != lb:
-        rep.inputs.append(Change("lock.sha256", la, lb))
+    rep.inputs += [Change(k, fa.get(k), fb.get(k)) for k in sorted(classes)
+                   if classes[k] == "input" and fa.get(k) != fb.get(k)]
     target = ra.entry.split("-", 1)[-1]
-    top = Rebuilt(target, ra.entry, rb.entry, causes=[c for c in rep.inputs])
-    for k in sorted(set(ins_a) | set(ins_b)):
-        ea, eb = ins_a.get(k, (None, None))[0], ins_b.get(k, (None, None))[0]
-        if ea == eb:
-            rep.reused.append(k)
-            continue
-        if store is not None and ea and eb and store.info(ea) is not None and store.info(eb) is not None:
-            sub = explain_entries(store, _node_name(eb), ea, eb, input=k)
+    top = Rebuilt(target, ra.entry, rb.entry, causes=list(rep.inputs))
+    # the entries it was made from: the parts of a split run (rebuilt by the changes above) and
+    # the inputs (env, model, data: whose own changes are traced to their roots)
+    for group, pa, pb in (("parts", prov.run_parts(a), prov.run_parts(b)),
+                          ("inputs", prov.run_inputs(a), prov.run_inputs(b))):
+        for k in sorted(set(pa) | set(pb)):
+            (ea, sa), (eb, sb) = pa.get(k, (None, None)), pb.get(k, (None, None))
+            if ea == eb and sa == sb:
+                rep.reused.append(k)
+                continue
+            if _known(store, ea, eb):
+                assert store is not None and ea is not None and eb is not None
+                sub = explain_entries(store, _node_name(eb), ea, eb, input=k)
+            else:
+                sub = Rebuilt(_node_name(eb or ea or k), ea, eb, input=k)
+                if group == "inputs":
+                    rep.notes.append(f"input `{k}`: its derivations are not both in this store, so why it "
+                                     "differs is not known beyond the entries")
             top.via.append(sub)
-            rep.inputs += _root_causes(sub, f"inputs.{k}.")
-        else:
-            top.via.append(Rebuilt(_node_name(eb or ea or k), ea, eb, input=k))
-            rep.inputs.append(Change(f"inputs.{k}", ea, eb))
-            rep.notes.append(f"input `{k}`: the derivations are not both in this store, so why it differs "
-                             "is not known beyond the entry names")
+            if group == "inputs":
+                causes = _root_causes(sub, f"inputs.{k}.")
+                rep.inputs += causes or [Change(f"inputs.{k}", ea, eb)]
     if ra.entry != rb.entry:
         rep.rebuilt.append(top)
     elif rep.inputs:
         rep.notes.append("the inputs differ but the run entries are the same")
     # outputs
-    skip = set(INPUT_SECTIONS)
-    fa = {k: v for k, v in flatten(a).items() if k.split(".", 1)[0] not in skip}
-    fb = {k: v for k, v in flatten(b).items() if k.split(".", 1)[0] not in skip}
-    for k in sorted(set(fa) | set(fb)):
-        if fa.get(k) == fb.get(k):
+    for k in sorted(classes):
+        if fa.get(k) == fb.get(k) or classes[k] in ("input", "skip"):
             continue
         c = Change(k, fa.get(k), fb.get(k))
-        {"machine": rep.machine, "timing": rep.timing}.get(_classify(k), rep.outputs).append(c)
+        {"machine": rep.machine, "timing": rep.timing}.get(classes[k], rep.outputs).append(c)
     return rep
 
 

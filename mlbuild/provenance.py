@@ -418,51 +418,69 @@ def run_params(result: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if not k.endswith("_effective")}
 
 
-def run_inputs(result: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
-    """input name -> (entry, sha256 of its content or None when the result does not record it)."""
+def _pairs(block: Any) -> dict[str, tuple[str, str | None]]:
     out: dict[str, tuple[str, str | None]] = {}
-    for k, v in (result.get("inputs") or {}).items():
+    for k, v in (block or {}).items():
         if isinstance(v, str):
             out[k] = (v, None)
         elif isinstance(v, Mapping) and isinstance(v.get("entry"), str):
-            sha = v.get("sha256") or v.get("content_hash") or v.get("hash")
+            sha = v.get("sha256")
             out[k] = (str(v["entry"]), str(sha) if isinstance(sha, str) else None)
     return out
 
 
-def result_lock_digest(result: Mapping[str, Any]) -> str | None:
-    for key in ("lock_sha256", "lock_digest", "lock"):
-        v = result.get(key)
-        if isinstance(v, str):
-            return v
-        if isinstance(v, Mapping) and isinstance(v.get("sha256"), str):
-            return str(v["sha256"])
-    return None
+def _prov(result: Mapping[str, Any]) -> Mapping[str, Any]:
+    p = result.get("provenance")
+    return p if isinstance(p, Mapping) else {}
+
+
+def run_inputs(result: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """input name -> (entry, sha256 of its content, or None where the result does not record it)."""
+    return _pairs(_prov(result).get("inputs")) or _pairs(result.get("inputs"))
+
+
+def run_parts(result: Mapping[str, Any]) -> dict[str, tuple[str, str | None]]:
+    """A split run's parts (``accuracy``, ``performance``) -> (entry, sha256)."""
+    return _pairs(_prov(result).get("parts"))
+
+
+def closure_lock(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The locked artifacts the result depends on and their digest (``provenance.lock``)."""
+    lock = _prov(result).get("lock")
+    return dict(lock) if isinstance(lock, Mapping) else None
 
 
 def accuracy_log(ref_dir: Path, result: Mapping[str, Any]) -> Path | None:
     """The result's mlperf_log_accuracy.json, when its directory holds it."""
+    rec = _prov(result).get("accuracy_log")
+    candidates = []
+    if isinstance(rec, Mapping) and isinstance(rec.get("path"), str):
+        candidates.append(ref_dir / rec["path"])
     logs = result.get("logs") or {}
     sub = logs.get("accuracy") if isinstance(logs, Mapping) else None
-    if not isinstance(sub, str):
-        return None
-    p = ref_dir / sub / "mlperf_log_accuracy.json"
-    return p if p.is_file() else None
+    if isinstance(sub, str):
+        candidates.append(ref_dir / sub / "mlperf_log_accuracy.json")
+    return next((p for p in candidates if p.is_file()), None)
 
 
 def accuracy_log_digest(result: Mapping[str, Any]) -> str | None:
-    acc = result.get("accuracy")
-    if isinstance(acc, Mapping):
-        for key in ("log_sha256", "accuracy_log_sha256"):
-            if isinstance(acc.get(key), str):
-                return str(acc[key])
-    v = result.get("accuracy_log_sha256")
-    return str(v) if isinstance(v, str) else None
+    rec = _prov(result).get("accuracy_log")
+    if isinstance(rec, Mapping) and isinstance(rec.get("sha256"), str):
+        return str(rec["sha256"])
+    return None
+
+
+def cpu_isa(result: Mapping[str, Any]) -> Any:
+    return _prov(result).get("cpu_isa")
 
 
 def machine(result: Mapping[str, Any]) -> dict[str, Any]:
-    m = result.get("machine") or result.get("system") or {}
-    return dict(m) if isinstance(m, Mapping) else {}
+    m = result.get("system") or {}
+    out = dict(m) if isinstance(m, Mapping) else {}
+    mid = _prov(result).get("machine")
+    if isinstance(mid, Mapping):
+        out.setdefault("machine_id", dict(mid))
+    return out
 
 
 # --------------------------------------------------------------------------- verify
@@ -546,10 +564,16 @@ def verify(ref: ResultRef, trusted: Mapping[str, Ed25519PublicKey], store: Store
     except UsageError as e:
         result = {}
         v.checks.append(Check("result.json", False, e.message))
-    missing_inputs = [f"{k} = {e}" for k, (e, _) in sorted(run_inputs(result).items()) if e not in dep_digest]
+    recorded = {**run_inputs(result), **run_parts(result)}
+    wrong = []
+    for k, (e, sha) in sorted(recorded.items()):
+        if e not in dep_digest:
+            wrong.append(f"{k} = {e} is not in the signed closure")
+        elif sha is not None and sha != dep_digest[e]:
+            wrong.append(f"{k} = {e} has sha256 {sha} in result.json, {dep_digest[e]} signed")
     if result:
-        v.checks.append(Check("inputs", not missing_inputs, "inputs not in the signed closure: " + ", ".join(
-            missing_inputs) if missing_inputs else f"{len(run_inputs(result))} input(s) are in the signed closure"))
+        v.checks.append(Check("inputs", not wrong, "; ".join(wrong) if wrong else
+                              f"{len(recorded)} input(s) recorded by the result are in the signed closure"))
     # the lock
     lock_path = lock or ref.lock
     lock_dep = next((d for d in deps if (d.get("annotations") or {}).get("role") == "lock"), None)

@@ -8,7 +8,9 @@ parameters and realized into the local store.  Then every node of the closure is
 - ``different``: both entries (and content hashes), and why: the parameters, builder or inputs
   that differ (from the peer's attestation, or from their result.json for the run itself);
 - ``unavailable``: it could not be realized here (the error says why);
-- ``unknown``: the peer recorded nothing about it (only a lockfile was shared).
+- ``unknown``: the peer recorded nothing about it (only a lockfile was shared);
+- ``measured``: a performance measurement, or made from one (a split run's assembly): its bytes
+  hold timings, so it is never expected to be identical; its figures are shown, not judged.
 
 Accuracy: the two mlperf_log_accuracy.json compared record by record (first differing qsl_idx),
 or their digests, and the mAP delta; a different CPU means bit-identity is not expected.
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
 @dataclass
 class ArtifactCheck:
     name: str
-    status: str  # identical | different | unavailable | unknown
+    status: str  # identical | different | unavailable | unknown | measured
     ours: str | None
     theirs: str | None
     ours_sha256: str | None = None
@@ -112,8 +114,8 @@ class Report:
                              f"{p.get('scenario') or '-'}, {p.get('validity') or '-'} on "
                              f"{m.get('cpu_model') or '?'} ({m.get('cpu_count') or '?'} cpus, {m.get('os') or '?'})")
         lines += [f"note: {n}" for n in self.notes]
-        bad = sum(a.status != "identical" for a in self.artifacts)
-        lines.append("result: " + ("reproduced: every artifact identical" + (
+        bad = sum(a.status in ("different", "unavailable") for a in self.artifacts)
+        lines.append("result: " + ("reproduced: every deterministic artifact identical" + (
             " and the accuracy output identical" if self.accuracy and self.accuracy.status == "identical" else "")
             if self.ok else f"not reproduced ({bad} artifact(s) not identical"
             + (f", accuracy {self.accuracy.status}" if self.accuracy else "") + ")"))
@@ -132,7 +134,8 @@ class Peer:
     ref: prov.ResultRef | None = None
     entries: dict[str, str | None] = field(default_factory=dict)  # entry -> sha256 (None: not recorded)
     derivers: dict[str, dict[str, Any]] = field(default_factory=dict)
-    lock_sha256: str | None = None
+    keyed: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # input/part name -> entry, sha256
+    lock_sha256: str | None = None  # of the lockfile (from the attestation)
 
 
 def read_peer(ref: prov.ResultRef | None) -> Peer:
@@ -143,9 +146,9 @@ def read_peer(ref: prov.ResultRef | None) -> Peer:
     run = prov.run_entry(result)
     if run:
         peer.entries[run] = None
-    for entry, sha in prov.run_inputs(result).values():
+    peer.keyed = {**prov.run_inputs(result), **prov.run_parts(result)}
+    for entry, sha in peer.keyed.values():
         peer.entries[entry] = sha
-    peer.lock_sha256 = prov.result_lock_digest(result)
     if ref.attestation is not None:
         # the statement's closure (its signature is `mlbuild verify`'s business)
         st = prov.read_statement_unverified(ref.attestation)
@@ -155,11 +158,11 @@ def read_peer(ref: prov.ResultRef | None) -> Peer:
             sha = (d.get("digest") or {}).get("sha256")
             ann = d.get("annotations") or {}
             if ann.get("role") == "lock":
-                peer.lock_sha256 = peer.lock_sha256 or sha
+                peer.lock_sha256 = sha
                 continue
             name = d.get("name")
             if isinstance(name, str):
-                peer.entries[name] = sha
+                peer.entries[name] = peer.entries.get(name) or sha
                 if isinstance(ann.get("deriver"), dict):
                     peer.derivers[name] = ann["deriver"]
         derivation = (pred.get("buildDefinition") or {}).get("internalParameters", {}).get("derivation")
@@ -211,85 +214,100 @@ def plan_for(manifest: Manifest, lock_path: Path, target: str, peer: Peer) -> tu
     return graph, notes
 
 
-def realize_all(store: Store, graph: Graph, make_realizer: Callable[[Graph], Any]) -> dict[str, str]:
+def realize_all(store: Store, graph: Graph, make_realizer: Callable[[Graph], Any]) -> tuple[Graph, dict[str, str]]:
     """Realize the graph; when that fails, node by node, so that each failure has its reason.
 
-    Returns node name -> why it is unavailable (empty when everything was realized)."""
+    Returns the graph resolved to this store's entries, and node name -> why it is unavailable."""
     from .graph import Graph as G
 
+    failed: dict[str, str] = {}
     try:
         make_realizer(graph).run()
-        return {}
     except MlbuildError:
-        pass
-    failed: dict[str, str] = {}
+        for name in graph.order():
+            done = graph.resolve(store.realisation).nodes[name].entry
+            if done is not None and store.is_valid(done):
+                continue
+            blocked = sorted(d for d in graph.nodes[name].inputs.values() if d in failed)
+            if blocked:
+                failed[name] = f"needs `{blocked[0]}`, which is unavailable"
+                continue
+            try:
+                make_realizer(G(graph.nodes, (name,))).run()
+            except MlbuildError as e:
+                failed[name] = e.message
+    return graph.resolve(store.realisation), failed
+
+
+def _measured(graph: Graph) -> set[str]:
+    """Nodes that hold a performance measurement, or are made from one: never bit-identical."""
+    out: set[str] = set()
     for name in graph.order():
         node = graph.nodes[name]
-        if store.is_valid(node.entry):
-            continue
-        blocked = sorted(d for d in node.inputs.values() if d in failed)
-        if blocked:
-            failed[name] = f"needs `{blocked[0]}`, which is unavailable"
-            continue
-        try:
-            make_realizer(G(graph.nodes, (name,))).run()
-        except MlbuildError as e:
-            failed[name] = e.message
-    return failed
+        if node.fingerprint.get("part") == "performance" or any(d in out for d in node.inputs.values()):
+            out.add(name)
+    return out
 
 
 def compare(store: Store, graph: Graph, peer: Peer, failed: Mapping[str, str]) -> list[ArtifactCheck]:
+    """Each node of the (resolved) graph against what the peer recorded about it."""
     target = graph.targets[0]
-    top = graph.nodes[target]
-    peer_run = peer.ref.entry if peer.ref is not None else None
-    by_suffix: dict[str, list[str]] = {}
+    measured = _measured(graph)
+    # the peer's entry for each node: the run itself, then by input name down the graph
+    theirs_of: dict[str, str] = {}
+    if peer.ref is not None:
+        theirs_of[target] = peer.ref.entry
+    for name in reversed(graph.order()):
+        for k, child in graph.nodes[name].inputs.items():
+            if child not in theirs_of and k in peer.keyed:
+                theirs_of[child] = peer.keyed[k][0]
+    by_label: dict[str, list[str]] = {}
     for e in peer.entries:
-        by_suffix.setdefault(e.split("-", 1)[-1], []).append(e)
-    direct = {}
-    if peer.result is not None:
-        direct = {top.inputs[k]: e for k, (e, _) in prov.run_inputs(peer.result).items() if k in top.inputs}
-    out: list[ArtifactCheck] = []
-    # names are transitive: an entry the peer has under the same name means its whole closure is theirs too
+        by_label.setdefault(e.split("-", 1)[-1], []).append(e)
+    # entry names are transitive (over their inputs' content): an entry the peer has under the
+    # same name means its whole closure is the peer's too
     same_closure: set[str] = set()
     for name in graph.order():
         if graph.nodes[name].entry in peer.entries:
             same_closure |= _closure(graph, name)
+    out: list[ArtifactCheck] = []
     for name in graph.order():
         node = graph.nodes[name]
-        info = store.info(node.entry)
+        ours = node.entry
+        info = store.info(ours) if ours is not None else None
         ours_sha = info.hash.sha256 if info is not None else None
-        if name == target and peer_run:
-            theirs: str | None = peer_run
-        elif node.entry in peer.entries:
-            theirs = node.entry
-        elif name in direct:
-            theirs = direct[name]
-        elif len(by_suffix.get(node.entry.split("-", 1)[-1], [])) == 1:
-            theirs = by_suffix[node.entry.split("-", 1)[-1]][0]
-        else:
-            theirs = None
+        theirs: str | None = theirs_of.get(name)
+        if theirs is None and ours is not None and ours in peer.entries:
+            theirs = ours
+        if theirs is None and ours is not None and len(by_label.get(ours.split("-", 1)[-1], [])) == 1:
+            theirs = by_label[ours.split("-", 1)[-1]][0]
         theirs_sha = peer.entries.get(theirs) if theirs else None
-        c = ArtifactCheck(name, "identical", node.entry, theirs, ours_sha, theirs_sha)
-        if name in failed or info is None:
+        c = ArtifactCheck(name, "identical", ours, theirs, ours_sha, theirs_sha)
+        if name in failed or info is None or ours is None:
             c.status, c.why = "unavailable", failed.get(name, "not in the store after realizing")
+        elif name in measured:
+            c.status = "measured"
+            c.why = ("a performance measurement: its timings differ by nature (figures below)"
+                     if node.fingerprint.get("part") == "performance" else
+                     "holds the performance measurement: not expected to be bit-identical")
         elif theirs is None:
             if node.fixed:
-                c.theirs, c.why = node.entry, "bytes pinned by the lock, checked on fetch"
+                c.theirs, c.why = ours, "bytes pinned by the lock, checked on fetch"
             elif name in same_closure:
-                c.theirs, c.why = node.entry, "same derivation (in the closure of an entry the peer names)"
+                c.theirs, c.why = ours, "same entry (in the closure of an entry the peer names)"
             else:
                 c.status = "unknown"
                 c.why = "the peer recorded nothing about it" if peer.ref is None else \
                     "the peer's result does not name it"
-        elif theirs == node.entry:
+        elif theirs == ours:
             if theirs_sha is not None and ours_sha != theirs_sha:
                 c.status = "different"
-                c.why = "same derivation, different bytes: its build is not deterministic"
-            elif node.kind == "run":
-                c.why = "same run derivation; timings in its logs differ by nature (compared below)"
+                c.why = "same entry, different bytes: its build is not deterministic"
+            elif node.kind == "run" and theirs_sha is None and name == target:
+                c.why = "same run entry"
         else:
             c.status = "different"
-            c.why = _why(graph, name, node.entry, theirs, peer, store)
+            c.why = _why(graph, name, ours, theirs, peer, store)
         out.append(c)
     return out
 
@@ -306,33 +324,42 @@ def _closure(graph: Graph, name: str) -> set[str]:
 
 
 def _why(graph: Graph, name: str, ours: str, theirs: str, peer: Peer, store: Store) -> str:
-    from .diffing import changes
+    from .diffing import DIGEST_KEYS, changes
 
     node = graph.nodes[name]
     if node.fixed:
         return "the lock pins other bytes (a different lockfile)"
-    ours_fp = dict(node.fingerprint)
+    info = store.info(ours)
+    ours_fp = dict(info.deriver) if info is not None else dict(node.fingerprint)
     theirs_fp = peer.derivers.get(theirs)
     if theirs_fp is None:
-        info = store.info(theirs)  # the peer's entry may be in this store too
-        theirs_fp = dict(info.deriver) if info is not None else None
+        other = store.info(theirs)  # the peer's entry may be in this store too
+        theirs_fp = dict(other.deriver) if other is not None else None
     if theirs_fp is not None:
-        cs = [c for c in changes({k: v for k, v in theirs_fp.items() if k != "inputs"},
-                                 {k: v for k, v in ours_fp.items() if k != "inputs"})]
+        cs = changes({k: v for k, v in theirs_fp.items() if k not in DIGEST_KEYS},
+                     {k: v for k, v in ours_fp.items() if k not in DIGEST_KEYS})
         ins_t, ins_o = theirs_fp.get("inputs") or {}, ours_fp.get("inputs") or {}
         diff_inputs = sorted(k for k in set(ins_t) | set(ins_o) if ins_t.get(k) != ins_o.get(k))
-        parts = [f"{c.path}: theirs {c.a!r}, ours {c.b!r}" for c in cs]
+        parts = [f"{c.path}: theirs {_brief(c.a)}, ours {_brief(c.b)}" for c in cs]
         parts += [f"input `{k}` differs" for k in diff_inputs]
         return "; ".join(parts) or "derivations differ"
-    if name == graph.targets[0] and peer.result is not None:
+    if peer.result is not None and name in (graph.targets[0], *graph.nodes[graph.targets[0]].inputs.values()):
         params = prov.run_params(peer.result)
+        part = node.fingerprint.get("part")
         cs = [f"param {k}: theirs {params.get(k)!r}, ours {v!r}" for k, v in sorted(node.params.items())
-              if k in params and params[k] != v]
-        ins = prov.run_inputs(peer.result)
+              if k in params and params[k] != v and not (part and k == "mode")]
+        isa_t, isa_o = prov.cpu_isa(peer.result), node.fingerprint.get("cpu_isa")
+        if part == "accuracy" and isa_t is not None and isa_o is not None and isa_t != isa_o:
+            cs.append("the CPUs' ISA features differ (accuracy is keyed by them: bit-identity is not expected)")
         cs += [f"input `{k}` differs" for k, n in sorted(node.inputs.items())
-               if k in ins and ins[k][0] != graph.nodes[n].entry]
-        return "; ".join(cs) or "the builder or its platform differs (same params and inputs)"
+               if k in peer.keyed and peer.keyed[k][0] != graph.nodes[n].entry]
+        return "; ".join(cs) or "the builder, its code or its platform differs (same params and inputs)"
     return "the peer did not share how it was built (export the result with its attestation)"
+
+
+def _brief(v: Any) -> str:
+    text = json.dumps(v, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 # --------------------------------------------------------------------------- accuracy and performance
@@ -364,7 +391,7 @@ def compare_accuracy(ours_dir: Path, ours: Mapping[str, Any], peer: Peer) -> Acc
         return AccuracyCheck("not run", "neither run had an accuracy phase")
     if "accuracy" not in ours or "accuracy" not in theirs:
         return AccuracyCheck("unavailable", "only one of the runs had an accuracy phase", map_o, map_t)
-    same_cpu = _cpu(prov.machine(ours)) == _cpu(prov.machine(theirs))
+    same_cpu = _cpu(prov.machine(ours)) == _cpu(prov.machine(theirs)) and prov.cpu_isa(ours) == prov.cpu_isa(theirs)
     acc = AccuracyCheck("identical", "", map_o, map_t, bit_identity_expected=same_cpu)
     log_o, log_t = prov.accuracy_log(ours_dir, ours), prov.accuracy_log(peer.ref.dir, theirs)
     how = ""
@@ -431,23 +458,28 @@ def reproduce(*, store: Store, manifest: Manifest, lock_path: Path, target: str 
     graph, notes = plan_for(manifest, lock_path, target, peer)
     lock_sha = hash_file(lock_path).sha256
     if peer.lock_sha256 is not None and peer.lock_sha256 != lock_sha:
-        notes.append(f"`{lock_path}` (sha256 {lock_sha[:16]}) is not the lock the peer's result records "
-                     f"({peer.lock_sha256[:16]})")
+        notes.append(f"`{lock_path}` (sha256 {lock_sha[:16]}) is not the lockfile the peer's attestation "
+                     f"names ({peer.lock_sha256[:16]})")
     with store.session():
-        failed = realize_all(store, graph, make_realizer)
-        closure = store.closure(graph.nodes[t].entry for t in graph.targets if store.is_valid(graph.nodes[t].entry))
-        if closure:
-            store.add_roots(f"lock:{lock_path.resolve()}:{lock_sha}", closure, replace=False)
+        graph, failed = realize_all(store, graph, make_realizer)
+        done = [e for t in graph.targets if (e := graph.nodes[t].entry) is not None and store.is_valid(e)]
+        if done:
+            store.add_roots(f"lock:{lock_path.resolve()}:{lock_sha}", store.closure(done), replace=False)
     ours_entry = graph.nodes[target].entry
     rep = Report(target, str(lock_path), ours_entry, peer_ref.entry if peer_ref else None, notes=notes)
     rep.artifacts = compare(store, graph, peer, failed)
     node = graph.nodes[target]
-    ours_dir = store.path(ours_entry)
-    if node.kind == "run" and (ours_dir / prov.RESULT_NAME).is_file():
+    ours_dir = store.path(ours_entry) if ours_entry else None
+    if node.kind == "run" and ours_dir is not None and (ours_dir / prov.RESULT_NAME).is_file():
         ours = prov.load_result_json(ours_dir / prov.RESULT_NAME)
         if peer.result is not None:
             rep.accuracy = compare_accuracy(ours_dir, ours, peer)
             rep.performance = {"theirs": _perf(peer.result), "ours": _perf(ours)}
+            lt, lo = prov.closure_lock(peer.result), prov.closure_lock(ours)
+            if lt is not None and lo is not None and lt.get("digest") != lo.get("digest"):
+                at, ao = lt.get("artifacts") or {}, lo.get("artifacts") or {}
+                names = sorted(k for k in set(at) | set(ao) if at.get(k) != ao.get(k))
+                notes.append(f"the runs' closure locks differ in: {', '.join(names) or '(digest only)'}")
         else:
             rep.performance = {"ours": _perf(ours)}
     elif peer.result is not None and node.kind == "run":

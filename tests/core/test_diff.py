@@ -63,10 +63,12 @@ def test_diff_of_two_results_separates_inputs_from_timing_and_machine(locked: Pr
         entry = Path(p.cli("realize", "greeting", "--set", f"sep={sep}").out.strip()).name
         d = tmp_path / f"r{i}"
         p.cli("export", entry, str(d), "--with-lock", str(p.lock_path))
-        inputs = json.loads(p.cli("show", entry, "--json").out)["deriver"]["inputs"]
+        shown = json.loads(p.cli("show", entry, "--json").out)
+        inputs = {k: {"entry": next(r for r in shown["references"] if r.split("-", 1)[1] == v["label"]),
+                      "sha256": v["sha256"]} for k, v in shown["deriver"]["inputs"].items()}
         (d / "result.json").write_text(json.dumps({
             "run": {"entry": entry}, "params": {"sep": sep, "sleep": 0.0},
-            "inputs": inputs,
+            "provenance": {"inputs": inputs, "lock": {"digest": "same lock"}},
             "metrics": {"mAP": 40.0, "samples_per_second": sps},
             "performance": {"samples_per_second": sps, "latency_ns": {"mean": int(1e9 / sps)}},
             "system": {"cpu_model": cpu}}))

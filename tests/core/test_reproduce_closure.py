@@ -70,7 +70,7 @@ def test_reproduce_from_an_export_in_another_clone_is_identical(locked: Project,
     # realized in the clone's own store, not found in the peer's
     assert (clone / "store" / entry / "result.txt").read_bytes() == (p.store_dir / entry / "result.txt").read_bytes()
     text = in_clone(p, clone, "reproduce", str(tmp_path / "peer"), expect=0).out
-    assert "result: reproduced: every artifact identical" in text
+    assert "result: reproduced: every deterministic artifact identical" in text
 
 
 def test_a_peer_with_another_param_is_different_and_says_why(locked: Project, keys: Path, tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_a_peer_with_another_param_is_different_and_says_why(locked: Project, ke
     rep = reproduce(p, clone, str(tmp_path / "peer"), expect=10)
     arts = {a["name"]: a for a in rep["artifacts"]}
     assert [n for n, a in arts.items() if a["status"] != "identical"] == ["greeting", "bundle"]
-    assert arts["greeting"]["why"] == "params.sep: theirs ' + ', ours ' | '"
+    assert arts["greeting"]["why"] == 'params.sep: theirs " + ", ours " | "'
     assert arts["bundle"]["why"] == "input `a` differs"
     assert arts["greeting"]["ours"] != arts["greeting"]["theirs"]
     assert arts["greeting"]["ours_sha256"] != arts["greeting"]["theirs_sha256"]
