@@ -872,7 +872,7 @@ def cmd_export(ctx: Ctx) -> int:
 
     ref = provenance.locate_result(ctx.args.result, ctx.store)
     lock = Path(ctx.args.with_lock) if ctx.args.with_lock else None
-    written = provenance.export_result(ref, Path(ctx.args.dir), lock=lock)
+    written = provenance.export_result(ref, Path(ctx.args.dir), lock=lock, fallback_lock=ctx.lock_path())
     ctx.printer.info(f"exported `{ref.entry}`: {len(written)} file(s)"
                      + ("" if ref.attestation else " (unsigned: no attestation; `mlbuild key generate` first)"))
     print(ctx.args.dir)
@@ -1060,7 +1060,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "copy a result, its attestation and its lockfile into DIR, for a peer to verify and reproduce")
     p.add_argument("result", metavar="RESULT")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--with-lock", metavar="FILE", help="the lockfile to ship (default: the one the result was realized from)")
+    p.add_argument("--with-lock", metavar="FILE", help="the lockfile to ship (default: the copy kept when the result was realized, else --lock)")
     p.set_defaults(func=cmd_export)
 
     p = add("reproduce", "realize a peer's closure here and compare it artifact by artifact",

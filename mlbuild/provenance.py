@@ -566,11 +566,11 @@ def verify(ref: ResultRef, trusted: Mapping[str, Ed25519PublicKey], store: Store
         v.checks.append(Check("result.json", False, e.message))
     recorded = {**run_inputs(result), **run_parts(result)}
     wrong = []
-    for k, (e, sha) in sorted(recorded.items()):
-        if e not in dep_digest:
-            wrong.append(f"{k} = {e} is not in the signed closure")
-        elif sha is not None and sha != dep_digest[e]:
-            wrong.append(f"{k} = {e} has sha256 {sha} in result.json, {dep_digest[e]} signed")
+    for k, (dep, sha) in sorted(recorded.items()):
+        if dep not in dep_digest:
+            wrong.append(f"{k} = {dep} is not in the signed closure")
+        elif sha is not None and sha != dep_digest[dep]:
+            wrong.append(f"{k} = {dep} has sha256 {sha} in result.json, {dep_digest[dep]} signed")
     if result:
         v.checks.append(Check("inputs", not wrong, "; ".join(wrong) if wrong else
                               f"{len(recorded)} input(s) recorded by the result are in the signed closure"))
@@ -623,12 +623,34 @@ def require_verified(v: Verification) -> None:
 # --------------------------------------------------------------------------- export
 
 
-def export_result(ref: ResultRef, dest: Path, *, lock: Path | None = None) -> list[str]:
-    """Copy the result's files, its attestation and its lock into ``dest`` (for a peer)."""
-    lock_path = lock if lock is not None else ref.lock
+def lock_fits(lock_path: Path, result: Mapping[str, Any]) -> list[str]:
+    """Artifacts of the result's closure lock that ``lock_path`` pins differently (or not at all)."""
+    from . import lock as lockmod
+
+    wanted = (closure_lock(result) or {}).get("artifacts") or {}
+    lock = lockmod.read(lock_path)
+    bad = []
+    for name, pin in sorted(wanted.items()):
+        art = lock.artifacts.get(name)
+        if art is None or art.hash.sha256 != pin.get("sha256"):
+            bad.append(name)
+    return bad
+
+
+def export_result(ref: ResultRef, dest: Path, *, lock: Path | None = None, fallback_lock: Path | None = None
+                  ) -> list[str]:
+    """Copy the result's files, its attestation and its lock into ``dest`` (for a peer).
+
+    The lock: ``lock`` if given, else the copy kept when the result was realized, else
+    ``fallback_lock``; it must pin every artifact of the result's closure lock as the result did."""
+    lock_path = lock if lock is not None else ref.lock if ref.lock is not None else fallback_lock
     if lock_path is None or not lock_path.exists():
         raise ProvenanceError(f"no lockfile is recorded for `{ref.entry}`",
-                              hints=["pass the lock it was realized from with `--lock FILE`"])
+                              hints=["pass the lock it was realized from with `--with-lock FILE`"])
+    bad = lock_fits(lock_path, ref.load())
+    if bad:
+        raise ProvenanceError(f"`{lock_path}` is not the lock `{ref.entry}` was realized from: it pins "
+                              f"{', '.join(bad[:5])} differently", hints=["pass the right one with `--with-lock FILE`"])
     if dest.exists() and any(dest.iterdir()):
         raise UsageError(f"`{dest}` exists and is not empty", hints=["give a new directory"])
     written = []

@@ -346,14 +346,14 @@ def _why(graph: Graph, name: str, ours: str, theirs: str, peer: Peer, store: Sto
     if peer.result is not None and name in (graph.targets[0], *graph.nodes[graph.targets[0]].inputs.values()):
         params = prov.run_params(peer.result)
         part = node.fingerprint.get("part")
-        cs = [f"param {k}: theirs {params.get(k)!r}, ours {v!r}" for k, v in sorted(node.params.items())
-              if k in params and params[k] != v and not (part and k == "mode")]
+        why = [f"param {k}: theirs {params.get(k)!r}, ours {v!r}" for k, v in sorted(node.params.items())
+               if k in params and params[k] != v and not (part and k == "mode")]
         isa_t, isa_o = prov.cpu_isa(peer.result), node.fingerprint.get("cpu_isa")
         if part == "accuracy" and isa_t is not None and isa_o is not None and isa_t != isa_o:
-            cs.append("the CPUs' ISA features differ (accuracy is keyed by them: bit-identity is not expected)")
-        cs += [f"input `{k}` differs" for k, n in sorted(node.inputs.items())
-               if k in peer.keyed and peer.keyed[k][0] != graph.nodes[n].entry]
-        return "; ".join(cs) or "the builder, its code or its platform differs (same params and inputs)"
+            why.append("the CPUs' ISA features differ (accuracy is keyed by them: bit-identity is not expected)")
+        why += [f"input `{k}` differs" for k, n in sorted(node.inputs.items())
+                if k in peer.keyed and peer.keyed[k][0] != graph.nodes[n].entry]
+        return "; ".join(why) or "the builder, its code or its platform differs (same params and inputs)"
     return "the peer did not share how it was built (export the result with its attestation)"
 
 

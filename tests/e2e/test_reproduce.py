@@ -34,6 +34,14 @@ def test_a_second_clone_reproduces_the_main_job_from_the_lock_and_result(
     project.run("key", "generate")
     att = provenance.attest_result(Store(project.store), first.name, project.root / "lock" / "mlbuild.lock")
     assert att is not None
+    # a lock that pins one of the result's inputs differently is not exported with it
+    lock_text = (project.root / "lock" / "mlbuild.lock").read_text()
+    onnx_sha = json.loads((first / "result.json").read_text())["provenance"]["lock"]["artifacts"][
+        "yolox-nano-onnx"]["sha256"]
+    other_lock = tmp_path / "other.lock"
+    other_lock.write_text(lock_text.replace(onnx_sha, "0" * 64))
+    bad = project.run("export", first.name, str(tmp_path / "nope"), "--with-lock", str(other_lock), check=False)
+    assert bad.returncode == 9 and "pins yolox-nano-onnx differently" in bad.stderr
     exported = tmp_path / "export"
     project.run("export", first.name, str(exported))
     v = project.run("verify", str(exported), "--key", str(tmp_path / "keys" / "mlbuild-ed25519.pub"), "--json",
@@ -52,13 +60,22 @@ def test_a_second_clone_reproduces_the_main_job_from_the_lock_and_result(
     r = clone.run("reproduce", str(given / "result.json"), "--lock", str(given / "mlbuild.lock"),
                   "--mirror", str(MIRROR), "--json", timeout=1800)
     rep = json.loads(r.stdout)
-    assert rep["ok"] and rep["ours"] == rep["theirs"] == first.name
+    assert rep["ok"] and rep["theirs"] == first.name
     statuses = {a["name"]: a["status"] for a in rep["artifacts"]}
-    assert set(statuses.values()) == {"identical"}, statuses
-    assert {"yolox-coco128-offline", "coco128-letterbox", "yolox-nano"} <= set(statuses)
+    # everything deterministic is identical; the performance measurement (and the result assembled
+    # from it) is a measurement of this machine, shown rather than judged
+    measured = {"yolox-coco128-offline/performance", "yolox-coco128-offline"}
+    assert {n for n, s in statuses.items() if s == "measured"} == measured, statuses
+    assert {s for n, s in statuses.items() if n not in measured} == {"identical"}, statuses
+    assert {"yolox-coco128-offline/accuracy", "coco128-letterbox", "yolox-nano-onnx", "coco128"} <= set(statuses)
+    arts = {a["name"]: a for a in rep["artifacts"]}
+    acc = arts["yolox-coco128-offline/accuracy"]
+    assert acc["ours"] == acc["theirs"] and acc["ours_sha256"] == acc["theirs_sha256"] is not None
     assert rep["accuracy"]["status"] == "identical" and rep["accuracy"]["map_delta"] == 0
-    # realized in the second store: the run entry there has the same accuracy bytes
-    second = clone.store / first.name
+    assert "accuracy log digests compared" in rep["accuracy"]["detail"]
+    # realized in the second store: the accuracy bytes there are the first's
+    second = clone.store / rep["ours"]
+    assert second.is_dir() and not str(second).startswith(str(project.store))
     assert (second / "accuracy.txt").read_bytes() == (first / "accuracy.txt").read_bytes()
     perf = rep["performance"]
     assert perf["theirs"]["samples_per_second"] > 0 and perf["ours"]["samples_per_second"] > 0
