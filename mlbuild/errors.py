@@ -141,3 +141,7 @@ class CheckMismatchError(BuildError):
     """``realize --check`` rebuilt an entry and it came out different."""
 
     exit_code = 8
+
+
+class ToolchainMismatchError(StaleLockError):
+    """A host build tool (C++ compiler, rustc, ...) differs from the version the lock's [toolchain] records."""
