@@ -61,9 +61,8 @@ def _ignore(_dir: str, names: list[str]) -> list[str]:
 
 
 @functools.cache
-def fingerprint_extra() -> dict[str, Any]:
-    from mlbuild import toolchain
-    from mlbuild.hashing import hash_file, hash_tree
+def _crate_digest() -> str:
+    from mlbuild.hashing import hash_tree
 
     root = project_root()
     if not (root / "rust_loadgen_bindings" / "Cargo.toml").exists():
@@ -74,9 +73,18 @@ def fingerprint_extra() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "crate"
         shutil.copytree(root / "rust_loadgen_bindings", copy, ignore=_ignore, symlinks=True)
-        crate = hash_tree(copy).sha256
+        return hash_tree(copy).sha256
+
+
+def fingerprint_extra() -> dict[str, Any]:
+    """What of the host the wheel's bytes depend on: the crate, Cargo.lock and the exact versions of
+    the host tools the lock's [toolchain] records (maturin is an input: the locked `tools` env)."""
+    from mlbuild import toolchain
+    from mlbuild.hashing import hash_file
+
+    root = project_root()
     return {
-        "crate_sources": crate,
+        "crate_sources": _crate_digest(),
         "cargo_lock": hash_file(root / "Cargo.lock").sha256 if (root / "Cargo.lock").exists() else "none",
         "host_tools": toolchain.host_versions(),
     }
