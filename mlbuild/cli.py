@@ -250,7 +250,8 @@ def cmd_lock(ctx: Ctx) -> int:
 
 def _accept_toolchain(ctx: Ctx, manifest: Any, previous: Any) -> int:
     """`lock --accept-toolchain`: record this host's build tools; only [toolchain] changes."""
-    from . import lock as lockmod, toolchain
+    from . import lock as lockmod
+    from . import toolchain
 
     path = ctx.lock_path()
     if previous is None:

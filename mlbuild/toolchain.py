@@ -51,7 +51,7 @@ def _first_line(cmd: tuple[str, ...]) -> str:
     if exe is None:
         return "missing"
     try:
-        r = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=60)
+        r = subprocess.run([exe, *cmd[1:]], check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     lines = (r.stdout or r.stderr).strip().splitlines()
@@ -155,8 +155,8 @@ def check_host(recorded: Mapping[str, str], what: str) -> None:
             f"{what} builds with the host's `{tool}`: the lock's [toolchain] records "
             f"{f'`{rec}`' if rec is not None else 'no version of it'}, this host has `{found}`{more}",
             reasons=[describe(d) for d in diffs],
-            hints=["install the recorded version (for Rust: `rustup toolchain install`, then RUSTUP_TOOLCHAIN or "
-                   "`rustup default`), or", ACCEPT_HINT])
+            hints=[("install the recorded version (for Rust: `rustup toolchain install`, then RUSTUP_TOOLCHAIN or "
+                    "`rustup default`), or"), ACCEPT_HINT])
 
 
 def check_graph(graph: Any, lock_path: Path) -> None:

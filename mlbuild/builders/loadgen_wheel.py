@@ -97,8 +97,8 @@ def build(ctx: BuildContext) -> None:
     maturin = ctx.inputs["tools"] / "site-packages" / "bin" / "maturin"
     if not maturin.is_file():
         raise BuildError(f"the `tools` input `{ctx.inputs['tools'].name}` holds no `site-packages/bin/maturin`",
-                         hints=["give `tools` a `python-env` built from a locked set that requires maturin "
-                                "(`env-build-tools` in manifests/python.toml)"])
+                         hints=[("give `tools` a `python-env` built from a locked set that requires maturin "
+                                 "(`env-build-tools` in manifests/python.toml)")])
     root = project_root()
     work = ctx.tmp / "build"
     work.mkdir(parents=True)

@@ -149,8 +149,8 @@ def _scrub(ctx: BuildContext, python: str, site: Path) -> None:
                     raise BuildError(
                         f"`{p.relative_to(site)}` of the environment names the host path `{os.fsdecode(m)}`: "
                         "the environment would differ between stores and checkouts",
-                        hints=["report this wheel; mlbuild strips what pip records about the host, and this "
-                               "file is not yet handled"])
+                        hints=[("report this wheel; mlbuild strips what pip records about the host, and this "
+                                "file is not yet handled")])
 
 
 def build(ctx: BuildContext) -> None:
@@ -173,15 +173,15 @@ def build(ctx: BuildContext) -> None:
            "--disable-pip-version-check", "--no-cache-dir", "--target", str(site),
            *[str(by_name[k]) for k in sorted(by_name)]]
     ctx.log(f"installing {len(by_name)} wheels")
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, check=False, capture_output=True, text=True)
     if r.returncode != 0:
         raise BuildError("pip could not install the locked wheels:\n" + (r.stderr or r.stdout)[-2000:])
     _scrub(ctx, python, site)
     packages = {}
     for info in sorted(site.glob("*.dist-info")):
         meta = (info / "METADATA").read_text(errors="replace")
-        name = re.search(r"^Name: (.+)$", meta, re.M)
-        version = re.search(r"^Version: (.+)$", meta, re.M)
+        name = re.search(r"^Name: (.+)$", meta, re.MULTILINE)
+        version = re.search(r"^Version: (.+)$", meta, re.MULTILINE)
         if name and version:
             packages[name.group(1).strip()] = version.group(1).strip()
     (ctx.out / "env.json").write_text(json.dumps(
