@@ -3,6 +3,9 @@
 Installs every wheel found in its inputs (a locked `pypi` set, a built LoadGen
 wheel, ...) into ``out/site-packages`` with pip, offline (``--no-index``), without
 dependency resolution (the lock already resolved) and without byte-compiling.
+The pip that installs is a locked wheel too (input ``installer``, run as
+``python pip-*.whl/pip``), so the host's pip plays no part; without that input the
+host interpreter's pip is used.
 Builders and runs put that directory on ``sys.path`` instead of the host's
 site-packages.
 
@@ -45,6 +48,7 @@ OPTIONAL_INPUTS = {
     "packages": "a locked `pypi` set (directory of wheels)",
     "loadgen": "a LoadGen wheel: the locked official one or the `loadgen-wheel` build",
     "extra": "more wheels",
+    "installer": "a locked `pypi` set holding pip's wheel: the pip that installs (not installed itself)",
 }
 PARAMS: dict[str, Param] = {}
 NEEDS_ENV = False
@@ -153,9 +157,22 @@ def _scrub(ctx: BuildContext, python: str, site: Path) -> None:
                                 "file is not yet handled")])
 
 
+def _pip(ctx: BuildContext) -> list[str]:
+    """How to run pip: from the locked wheel of the `installer` input, else the interpreter's."""
+    if "installer" not in ctx.inputs:
+        return ["-m", "pip"]
+    found = [w for w in _wheels(ctx.inputs["installer"]) if w.name.startswith("pip-")]
+    if len(found) != 1:
+        raise BuildError(f"the `installer` input holds {len(found)} pip wheels ({[w.name for w in found]}); "
+                         "expected exactly one", hints=["lock a set with `requirements = [\"pip==VERSION\"]`"])
+    return [str(found[0] / "pip")]
+
+
 def build(ctx: BuildContext) -> None:
     by_name: dict[str, Path] = {}
     for input_name in sorted(ctx.inputs):
+        if input_name == "installer":
+            continue
         for w in _wheels(ctx.inputs[input_name]):
             dist = re.sub(r"[-_.]+", "-", w.name.split("-")[0]).lower()
             other = by_name.get(dist)
@@ -169,7 +186,7 @@ def build(ctx: BuildContext) -> None:
         raise BuildError("no wheels in the environment's inputs", hints=["give it a `packages` input (a `pypi` set)"])
     site = ctx.out / "site-packages"
     python = os.environ.get("MLBUILD_PYTHON", sys.executable)
-    cmd = [python, "-m", "pip", "install", "--no-index", "--no-deps", "--no-compile", "--no-warn-script-location",
+    cmd = [python, *_pip(ctx), "install", "--no-index", "--no-deps", "--no-compile", "--no-warn-script-location",
            "--disable-pip-version-check", "--no-cache-dir", "--target", str(site),
            *[str(by_name[k]) for k in sorted(by_name)]]
     ctx.log(f"installing {len(by_name)} wheels")

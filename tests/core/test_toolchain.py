@@ -164,7 +164,7 @@ def test_the_shipped_wheel_build_runs_the_locked_maturin() -> None:
     g = graph.plan(m, lock, ["loadgen-pyo3"])
     tools_env = g.nodes[g.nodes["loadgen-pyo3"].inputs["tools"]]
     assert tools_env.builder == "python-env"
-    (tools_set,) = tools_env.inputs.values()
+    tools_set = tools_env.inputs["packages"]
     locked = g.nodes[tools_set].artifact
     assert locked is not None and [f.package for f in locked.files] == ["maturin"]
     decl = m.decls[tools_set]
@@ -172,6 +172,10 @@ def test_the_shipped_wheel_build_runs_the_locked_maturin() -> None:
     assert "maturin" not in str(g.nodes["loadgen-pyo3"].fingerprint.get("extra", {})), \
         "the host's maturin plays no part in the wheel's identity"
     assert set(lock.toolchain) >= {"cxx", "cc", "rustc", "cargo"}
+    # every environment is installed by the locked pip, not the host's
+    envs = [d for d in m.decls.values() if getattr(d, "builder", None) == "python-env"]
+    assert envs and all(d.inputs.get("installer") == "installer" for d in envs)
+    assert [r for r in m.decls["installer"].requirements] == ["pip==23.2.1"]
 
 
 def test_loadgen_builder_runs_maturin_from_its_tools_input(tmp_path: Path) -> None:
@@ -328,3 +332,31 @@ inputs = {{{{ packages = "wheels" }}}}
     sp = paths[0] / "site-packages"
     assert not list(sp.glob("*.dist-info/direct_url.json"))
     assert sorted(p.name for p in (sp / "bin").iterdir()) == ["demo-bin"]
+
+
+def test_environment_is_installed_by_the_locked_pip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The `installer` input's pip runs (here a stand-in that hands over to the real pip after
+    noting its arguments), and is not installed into the environment itself."""
+    from mlbuild.builders import BuildContext, python_env
+
+    marker = tmp_path / "installer-ran.txt"
+    stand_in = tmp_path / "installer" / "pip-99.0-py3-none-any.whl"
+    stand_in.parent.mkdir()
+    with zipfile.ZipFile(stand_in, "w") as z:
+        z.writestr("pip/__init__.py", "")
+        z.writestr("pip/__main__.py", (
+            "import os, runpy, sys\n"
+            "open(os.environ['DEMO_PIP_MARKER'], 'w').write(' '.join(sys.argv[1:]))\n"
+            "sys.path[:] = [p for p in sys.path if 'pip-99.0' not in p]\n"
+            "for m in [m for m in sys.modules if m == 'pip' or m.startswith('pip.')]:\n"
+            "    del sys.modules[m]\n"
+            "runpy.run_module('pip', run_name='__main__', alter_sys=True)\n"))
+    monkeypatch.setenv("DEMO_PIP_MARKER", str(marker))
+    monkeypatch.setenv("MLBUILD_PYTHON", sys.executable)
+    wheels = make_wheel(tmp_path / "wheels").parent
+    out = tmp_path / "out"
+    out.mkdir()
+    (tmp_path / "tmp").mkdir()
+    python_env.build(BuildContext({"packages": wheels, "installer": stand_in.parent}, {}, out, tmp_path / "tmp"))
+    assert marker.read_text().startswith("install --no-index --no-deps")
+    assert sorted(p.name for p in (out / "site-packages").glob("*.dist-info")) == ["demo_tool-1.0.dist-info"]
