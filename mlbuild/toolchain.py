@@ -35,6 +35,7 @@ HOST_TOOLS: dict[str, tuple[str, ...]] = {
     "rustc": ("rustc", "--version"),
 }
 CARGO_LOCK_KEY = "cargo-lock-sha256"
+MISSING = "missing"  # the host has no such tool on PATH: never recorded, always a difference
 # Builders whose outputs depend on the host tools.
 BUILDERS = ("loadgen-wheel",)
 ACCEPT_HINT = ("if this host's tools are the ones to build with, record them: `mlbuild lock --accept-toolchain` "
@@ -49,7 +50,7 @@ def tool_name(key: str) -> str:
 def _first_line(cmd: tuple[str, ...]) -> str:
     exe = shutil.which(cmd[0])
     if exe is None:
-        return "missing"
+        return MISSING
     try:
         r = subprocess.run([exe, *cmd[1:]], check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
@@ -99,11 +100,15 @@ def expected(manifest: Any, root: Path = ROOT) -> dict[str, str]:
     return out
 
 
+def _recordable(values: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v != MISSING}
+
+
 def for_lock(manifest: Any, previous: Mapping[str, str] | None, root: Path = ROOT) -> dict[str, str]:
     """The [toolchain] a plain `mlbuild lock` writes: recorded tool versions are kept (changing them
     is `--accept-toolchain`'s job), missing ones are recorded from the host, Cargo.lock's digest
     follows the project."""
-    now = expected(manifest, root)
+    now = _recordable(expected(manifest, root))
     if not now:
         return {}
     kept = {k: v for k, v in (previous or {}).items() if k in HOST_TOOLS}
@@ -119,11 +124,15 @@ def differences(recorded: Mapping[str, str], found: Mapping[str, str]) -> list[t
     return out
 
 
+def _found(tool: str, found: str) -> str:
+    return f"no `{tool}` on PATH" if found == MISSING else f"`{found}`"
+
+
 def describe(diff: tuple[str, str | None, str]) -> str:
     tool, rec, found = diff
     if rec is None:
-        return f"`{tool}`: the lock's [toolchain] records no version of it; this host has `{found}`"
-    return f"`{tool}`: the lock records `{rec}`, this host has `{found}`"
+        return f"`{tool}`: the lock's [toolchain] records no version of it; this host has {_found(tool, found)}"
+    return f"`{tool}`: the lock records `{rec}`, this host has {_found(tool, found)}"
 
 
 def read_recorded(lock_path: Path) -> dict[str, str] | None:
@@ -153,7 +162,7 @@ def check_host(recorded: Mapping[str, str], what: str) -> None:
         more = f" (and {len(diffs) - 1} more tool(s), listed below)" if len(diffs) > 1 else ""
         raise ToolchainMismatchError(
             f"{what} builds with the host's `{tool}`: the lock's [toolchain] records "
-            f"{f'`{rec}`' if rec is not None else 'no version of it'}, this host has `{found}`{more}",
+            f"{f'`{rec}`' if rec is not None else 'no version of it'}, this host has {_found(tool, found)}{more}",
             reasons=[describe(d) for d in diffs],
             hints=[("install the recorded version (for Rust: `rustup toolchain install`, then RUSTUP_TOOLCHAIN or "
                     "`rustup default`), or"), ACCEPT_HINT])
@@ -187,8 +196,7 @@ def _rustup_home() -> Path:
 
 def _tools_stat() -> str:
     """Stats of every resolved host tool binary and of the rustup state that picks rustc/cargo."""
-    parts = [f"RUSTUP_TOOLCHAIN={os.environ.get('RUSTUP_TOOLCHAIN', '')}",
-             f"PATH={os.environ.get('PATH', '')}"]
+    parts = [f"RUSTUP_TOOLCHAIN={os.environ.get('RUSTUP_TOOLCHAIN', '')}"]
     for key in sorted(HOST_TOOLS):
         exe = shutil.which(HOST_TOOLS[key][0])
         if exe is None:
@@ -230,8 +238,13 @@ def accept(lock: Any, manifest: Any) -> tuple[Any, list[str]]:
     """The lock with this host's tool versions in [toolchain] (nothing else changed), and what changed."""
     import dataclasses
 
-    now = expected(manifest)
+    found = expected(manifest)
+    now = _recordable(found)
     changes = []
+    for key in sorted(HOST_TOOLS):
+        if found.get(key) == MISSING and key in lock.toolchain:  # nothing to record: keep what was
+            now[key] = lock.toolchain[key]
+            changes.append(f"[toolchain] {tool_name(key)}: no `{tool_name(key)}` on PATH; kept `{now[key]}`")
     for key in sorted(set(now) | set(lock.toolchain)):
         old, new = lock.toolchain.get(key), now.get(key)
         if old != new:

@@ -125,6 +125,21 @@ def test_realize_names_every_differing_tool(wheel_project: Project, tools: Path)
            "`rustc 1.96.0 (0000000aa 2026-06-01)`" in r.err
 
 
+def test_a_tool_missing_from_the_host_is_named_and_never_recorded(wheel_project: Project, tools: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    p = wheel_project
+    before = p.lock_path.read_text()
+    (tools / "rustc").unlink()
+    monkeypatch.setenv("PATH", str(tools))  # the stand-ins only: no rustc anywhere
+    r = p.cli("realize", "wheel", expect=4)
+    assert r.error == (f"error: `wheel` builds with the host's `rustc`: the lock's [toolchain] records "
+                       f"`{V1['rustc']}`, this host has no `rustc` on PATH")
+    r = p.cli("lock", "--accept-toolchain")
+    assert f"no `rustc` on PATH; kept `{V1['rustc']}`" in r.err
+    assert p.lock_path.read_text() == before
+    p.cli("lock", "--check", expect=4)
+
+
 def test_plan_cache_key_follows_the_host_tools(wheel_project: Project, tools: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     from mlbuild import plancache
