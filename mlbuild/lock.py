@@ -290,6 +290,6 @@ def check(lock: Lock, manifest: Manifest, *, toolchain: Mapping[str, str] | None
         raise StaleLockError("the lock does not satisfy the manifests", reasons=reasons + tools,
                              hints=["run `mlbuild lock` to update it", *([ACCEPT_HINT] if tools else [])])
     if tools:
-        raise ToolchainMismatchError(
-            f"the lock's [toolchain] does not match this host's build tools ({len(tools)} differ)", reasons=tools,
-            hints=["install the recorded versions, or", ACCEPT_HINT])
+        more = f" (and {len(tools) - 1} more, listed below)" if len(tools) > 1 else ""
+        raise ToolchainMismatchError(f"the lock's [toolchain] does not match this host: {tools[0]}{more}",
+                                     reasons=tools, hints=["install the recorded versions, or", ACCEPT_HINT])

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from mlbuild.manifest import Manifest
+
 from tests.core.project import REPO, Project
 
 V1 = {"c++": "c++ (Stand-in 12.2.0-14) 12.2.0", "cc": "cc (Stand-in 12.2.0-14) 12.2.0",
@@ -88,7 +90,8 @@ def test_another_compiler_is_refused_by_lock_check_and_realize_until_accepted(
     write_tool(tools, "c++", CXX_V2)  # an in-place compiler upgrade
 
     r = p.cli("lock", "--check", expect=4)
-    assert "`c++`" in r.err and V1["c++"] in r.err and CXX_V2 in r.err, r.err
+    assert r.error == (f"error: the lock's [toolchain] does not match this host: `c++`: the lock records "
+                       f"`{V1['c++']}`, this host has `{CXX_V2}`")
     assert "mlbuild lock --accept-toolchain" in r.err
 
     r = p.cli("realize", "wheel", expect=4)
@@ -114,6 +117,27 @@ def test_another_compiler_is_refused_by_lock_check_and_realize_until_accepted(
     p.cli("lock", "--check")
     r = p.cli("realize", "wheel", expect=7)  # past the check: the builder itself refuses the stand-in source
     assert "not an unpacked mlcommons-loadgen source" in r.err
+
+
+def test_lock_check_names_a_changed_cargo_lock_and_a_vanished_wheel_build(wheel_project: Project) -> None:
+    from mlbuild import lock as lockmod
+    from mlbuild import toolchain
+
+    lock = lockmod.read(wheel_project.lock_path)
+    host = toolchain.expected(project_manifest(wheel_project))
+    assert lockmod.toolchain_reasons(lock, host) == ([], [])
+    moved = {**host, "cargo-lock-sha256": "0" * 64}
+    stale, tools = lockmod.toolchain_reasons(lock, moved)
+    assert stale == ["`Cargo.lock` changed since the lock recorded it (`[toolchain] cargo-lock-sha256`)"]
+    assert tools == []
+    stale, tools = lockmod.toolchain_reasons(lock, {})  # no manifest builds the wheel any more
+    assert stale == ["the lock's [toolchain] records host tools, but no manifest builds with them any more"]
+
+
+def project_manifest(p: Project) -> Manifest:
+    from mlbuild import manifest as manifestmod
+
+    return manifestmod.load(p.root / "manifests")
 
 
 def test_realize_names_every_differing_tool(wheel_project: Project, tools: Path) -> None:
