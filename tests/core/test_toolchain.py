@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from mlbuild.manifest import Manifest
-
 from tests.core.project import REPO, Project
 
 V1 = {"c++": "c++ (Stand-in 12.2.0-14) 12.2.0", "cc": "cc (Stand-in 12.2.0-14) 12.2.0",
