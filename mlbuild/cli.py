@@ -225,10 +225,14 @@ def cmd_lock(ctx: Ctx) -> int:
             from .errors import LockError
 
             raise LockError(f"no lockfile at `{path}`", hints=["run `mlbuild lock` to create it"])
-        lockmod.check(previous, manifest)
+        from . import toolchain
+
+        lockmod.check(previous, manifest, toolchain=toolchain.expected(manifest))
         n = len(previous.artifacts)
         ctx.printer.info(f"{path} satisfies the manifests ({n} artifacts pinned, {len(previous.unpinned)} unpinned)")
         return 0
+    if ctx.args.accept_toolchain:
+        return _accept_toolchain(ctx, manifest, previous)
     from .resolve import resolve
 
     new = resolve(manifest, previous, store=ctx.store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
@@ -241,6 +245,24 @@ def cmd_lock(ctx: Ctx) -> int:
     if new.unpinned:
         ctx.printer.err("hint: unpinned artifacts need network or a `--mirror` that holds them; "
                         "targets that use them cannot be realized yet")
+    return 0
+
+
+def _accept_toolchain(ctx: Ctx, manifest: Any, previous: Any) -> int:
+    """`lock --accept-toolchain`: record this host's build tools; only [toolchain] changes."""
+    from . import lock as lockmod
+    from . import toolchain
+
+    path = ctx.lock_path()
+    if previous is None:
+        from .errors import LockError
+
+        raise LockError(f"no lockfile at `{path}` to record the toolchain in", hints=["run `mlbuild lock` first"])
+    new, changes = toolchain.accept(previous, manifest)
+    lockmod.write_if_changed(path, new)
+    for line in changes:
+        ctx.printer.info(line)
+    ctx.printer.info(f"{'wrote' if changes else 'unchanged:'} {path} [toolchain]")
     return 0
 
 
@@ -326,6 +348,9 @@ def cmd_realize(ctx: Ctx) -> int:
     from .realize import Realizer, require_success
 
     graph = _plan(ctx, ctx.args.targets, overrides)
+    from . import toolchain
+
+    toolchain.check_graph(graph, ctx.lock_path())  # host tools, when the closure builds with them
     store = ctx.store
     if ctx.args.rerun:
         from .graph import rerun
@@ -966,6 +991,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit non-zero, naming each entry, if the lock is stale")
     p.add_argument("--offline", action="store_true", help="no network: pin only what the store or local mirrors hold")
     p.add_argument("--update", metavar="NAME", action="append", help="re-resolve NAME even if its pin is current")
+    p.add_argument("--accept-toolchain", action="store_true",
+                   help="record this host's C++ compiler, cc, rustc and cargo versions in the lock's [toolchain] "
+                        "(rewrites nothing else)")
     p.set_defaults(func=cmd_lock)
 
     p = add("realize", "build TARGETs (and what they need) into the store; print their store paths",

@@ -157,3 +157,7 @@ class NotReproducedError(MlbuildError):
     """``mlbuild reproduce`` found an artifact or the accuracy output that differs (or is unavailable)."""
 
     exit_code = 10
+
+
+class ToolchainMismatchError(StaleLockError):
+    """A host build tool (C++ compiler, rustc, ...) differs from the version the lock's [toolchain] records."""

@@ -256,8 +256,40 @@ def stale_reasons(lock: Lock, manifest: Manifest) -> list[str]:
     return reasons
 
 
-def check(lock: Lock, manifest: Manifest) -> None:
+def toolchain_reasons(lock: Lock, expected: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The [toolchain] part of the check: (stale reasons, host-tool differences).
+
+    ``expected`` is what this host and project would record (``toolchain.expected``): empty when
+    no manifest builds with host tools.  A different Cargo.lock is staleness (`mlbuild lock`
+    follows it); a different host tool is a difference to install or accept."""
+    from . import toolchain
+
+    stale: list[str] = []
+    if not expected:
+        if any(k in toolchain.HOST_TOOLS for k in lock.toolchain):
+            stale.append("the lock's [toolchain] records host tools, but no manifest builds with them any more")
+        return stale, []
+    key = toolchain.CARGO_LOCK_KEY
+    if key in expected and lock.toolchain.get(key) != expected[key]:
+        stale.append("`Cargo.lock` changed since the lock recorded it (`[toolchain] cargo-lock-sha256`)")
+    tools = [toolchain.describe(d) for d in toolchain.differences(lock.toolchain, expected)]
+    return stale, tools
+
+
+def check(lock: Lock, manifest: Manifest, *, toolchain: Mapping[str, str] | None = None) -> None:
+    """Raise unless ``lock`` satisfies ``manifest`` (and, given ``toolchain``, this host's tools)."""
+    from .errors import ToolchainMismatchError
+    from .toolchain import ACCEPT_HINT
+
     reasons = stale_reasons(lock, manifest)
+    tools: list[str] = []
+    if toolchain is not None:
+        stale, tools = toolchain_reasons(lock, toolchain)
+        reasons += stale
     if reasons:
-        raise StaleLockError("the lock does not satisfy the manifests", reasons=reasons,
-                             hints=["run `mlbuild lock` to update it"])
+        raise StaleLockError("the lock does not satisfy the manifests", reasons=reasons + tools,
+                             hints=["run `mlbuild lock` to update it", *([ACCEPT_HINT] if tools else [])])
+    if tools:
+        more = f" (and {len(tools) - 1} more, listed below)" if len(tools) > 1 else ""
+        raise ToolchainMismatchError(f"the lock's [toolchain] does not match this host: {tools[0]}{more}",
+                                     reasons=tools, hints=["install the recorded versions, or", ACCEPT_HINT])

@@ -10,8 +10,6 @@ Wrong bytes (a declared checksum that doesn't match) are an error.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -19,27 +17,19 @@ from typing import Any
 from . import artifacts, lock as lockmod
 from .errors import FetchError, HashMismatchError, MlbuildError, UsageError
 from .graph import fixed_entry, host_platform
-from .hashing import ContentHash, hash_path, sha256_hex
+from .hashing import ContentHash, hash_path
 from .pypi import variant_name
 from .lock import Lock, LockedArtifact, Unpinned
-from .manifest import BuildDecl, Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
+from .manifest import Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
 from .reporter import NullReporter, Reporter
 from .store import Store
 
 
-def _toolchain(manifest: Manifest, root: Path) -> dict[str, str]:
-    if not any(isinstance(d, BuildDecl) and d.builder == "loadgen-wheel" for d in manifest.decls.values()):
-        return {}
-    out: dict[str, str] = {}
-    rustc = shutil.which("rustc")
-    if rustc:
-        r = subprocess.run([rustc, "--version"], capture_output=True, text=True)
-        if r.returncode == 0:
-            out["rustc"] = r.stdout.strip()
-    cargo_lock = root / "Cargo.lock"
-    if cargo_lock.exists():
-        out["cargo-lock-sha256"] = sha256_hex(cargo_lock.read_bytes())
-    return out
+def _toolchain(manifest: Manifest, previous: Lock | None) -> dict[str, str]:
+    """The lock's [toolchain]: recorded host tool versions are kept (see mlbuild.toolchain)."""
+    from . import toolchain
+
+    return toolchain.for_lock(manifest, previous.toolchain if previous is not None else None)
 
 
 def _listed_files(d: FetchDecl, pinned: dict[str, LockedArtifact], store: Store) -> list[artifacts.FileReq]:
@@ -206,4 +196,4 @@ def resolve(
             raise
     pinned = dict(sorted(pinned.items()))
     return Lock(lockmod.manifests_digest(manifest), host["system"], host["python"], pinned, unpinned,
-                _toolchain(manifest, project_root))
+                _toolchain(manifest, previous))

@@ -3,9 +3,13 @@
 Input ``source`` is the unpacked official ``mlcommons-loadgen`` sdist (a locked
 `sdist` artifact).  The crate ``rust_loadgen_bindings`` (with the Cargo
 workspace and Cargo.lock) is copied into the build directory and built by
-maturin into ``out/mlbuild_loadgen-*.whl``; its sources' digest, Cargo.lock and
-the rustc, maturin and C++ compiler versions are part of the derivation's
-identity (``fingerprint_extra``).  Crates come from the Cargo registry pinned by
+maturin into ``out/mlbuild_loadgen-*.whl``.  maturin is not the host's: input
+``tools`` is a `python-env` of locked wheels holding it (``site-packages/bin/maturin``),
+so its version is part of the inputs' identity.  The crate's sources' digest,
+Cargo.lock and the exact versions of the host tools that cannot be locked (c++,
+cc, rustc, cargo; recorded in the lock's [toolchain] and checked by `realize`,
+see ``mlbuild.toolchain``) are part of the derivation's identity
+(``fingerprint_extra``).  Crates come from the Cargo registry pinned by
 Cargo.lock checksums, so this builder keeps network access; build paths are
 remapped so the wheel does not depend on where it was built.
 """
@@ -24,8 +28,11 @@ from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import BuildError
 
 NAME = "loadgen-wheel"
-VERSION = 1
-INPUTS = {"source": "the unpacked official mlcommons-loadgen sdist"}
+VERSION = 2
+INPUTS = {
+    "source": "the unpacked official mlcommons-loadgen sdist",
+    "tools": "a `python-env` with the locked maturin (`site-packages/bin/maturin`)",
+}
 PARAMS = {"profile": Param(str, "release", "cargo profile", choices=("release", "dev"))}
 NEEDS_ENV = False
 NEEDS_NETWORK = True
@@ -49,24 +56,13 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent.parent
 
 
-def _version(cmd: list[str]) -> str:
-    exe = shutil.which(cmd[0])
-    if exe is None:
-        return "missing"
-    try:
-        r = subprocess.run([exe, *cmd[1:]], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return (r.stdout or r.stderr).strip().splitlines()[0] if r.returncode == 0 else "unknown"
-
-
 def _ignore(_dir: str, names: list[str]) -> list[str]:
     return [n for n in names if n in ("target", "__pycache__", ".pytest_cache") or n.endswith(".so")]
 
 
 @functools.cache
-def fingerprint_extra() -> dict[str, Any]:
-    from mlbuild.hashing import hash_file, hash_tree
+def _crate_digest() -> str:
+    from mlbuild.hashing import hash_tree
 
     root = project_root()
     if not (root / "rust_loadgen_bindings" / "Cargo.toml").exists():
@@ -77,13 +73,20 @@ def fingerprint_extra() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "crate"
         shutil.copytree(root / "rust_loadgen_bindings", copy, ignore=_ignore, symlinks=True)
-        crate = hash_tree(copy).sha256
+        return hash_tree(copy).sha256
+
+
+def fingerprint_extra() -> dict[str, Any]:
+    """What of the host the wheel's bytes depend on: the crate, Cargo.lock and the exact versions of
+    the host tools the lock's [toolchain] records (maturin is an input: the locked `tools` env)."""
+    from mlbuild import toolchain
+    from mlbuild.hashing import hash_file
+
+    root = project_root()
     return {
-        "crate_sources": crate,
+        "crate_sources": _crate_digest(),
         "cargo_lock": hash_file(root / "Cargo.lock").sha256 if (root / "Cargo.lock").exists() else "none",
-        "rustc": _version(["rustc", "--version"]),
-        "cxx": _version(["c++", "--version"]),
-        "maturin": _version([sys.executable, "-m", "maturin", "--version"]),
+        "host_tools": toolchain.host_versions(),
     }
 
 
@@ -91,6 +94,11 @@ def build(ctx: BuildContext) -> None:
     src = ctx.inputs["source"]
     if not (src / "loadgen.cc").exists():
         raise BuildError(f"`{src}` is not an unpacked mlcommons-loadgen source distribution (no `loadgen.cc`)")
+    maturin = ctx.inputs["tools"] / "site-packages" / "bin" / "maturin"
+    if not maturin.is_file():
+        raise BuildError(f"the `tools` input `{ctx.inputs['tools'].name}` holds no `site-packages/bin/maturin`",
+                         hints=[("give `tools` a `python-env` built from a locked set that requires maturin "
+                                 "(`env-build-tools` in manifests/python.toml)")])
     root = project_root()
     work = ctx.tmp / "build"
     work.mkdir(parents=True)
@@ -109,7 +117,7 @@ def build(ctx: BuildContext) -> None:
     # files as the official build does (`version.cc`); the rest is mapped here.
     env["CFLAGS"] = env["CXXFLAGS"] = " ".join(f"-ffile-prefix-map={r}" for r in remap if not r.startswith(f"{src}="))
     python = os.environ.get("MLBUILD_PYTHON", sys.executable)
-    cmd = [python, "-m", "maturin", "build", "--locked", "-m", str(work / "rust_loadgen_bindings" / "Cargo.toml"),
+    cmd = [str(maturin), "build", "--locked", "-m", str(work / "rust_loadgen_bindings" / "Cargo.toml"),
            "-o", str(ctx.out), "-i", python]
     cmd += ["--release"] if ctx.params.get("profile", "release") == "release" else []
     ctx.log("compiling the LoadGen core and the pyo3 binding (a few minutes on 2 cores)")
