@@ -254,10 +254,12 @@ def compare(store: Store, graph: Graph, peer: Peer, failed: Mapping[str, str]) -
     target = graph.targets[0]
     measured = _measured(graph)
     # the peer's entry for each node: the run itself, then by input name down the graph
+    # (its result records the run's parts and the parts' inputs, by input name)
     theirs_of: dict[str, str] = {}
     if peer.ref is not None:
         theirs_of[target] = peer.ref.entry
-    for name in reversed(graph.order()):
+    described = [target, *graph.nodes[target].inputs.values()]
+    for name in described:
         for k, child in graph.nodes[name].inputs.items():
             if child not in theirs_of and k in peer.keyed:
                 theirs_of[child] = peer.keyed[k][0]
@@ -305,6 +307,8 @@ def compare(store: Store, graph: Graph, peer: Peer, failed: Mapping[str, str]) -
                 c.why = "same entry, different bytes: its build is not deterministic"
             elif node.kind == "run" and theirs_sha is None and name == target:
                 c.why = "same run entry"
+        elif theirs_sha is not None and theirs_sha == ours_sha:
+            c.why = "same bytes under another entry name: " + _why(graph, name, ours, theirs, peer, store)
         else:
             c.status = "different"
             c.why = _why(graph, name, ours, theirs, peer, store)
@@ -346,8 +350,15 @@ def _why(graph: Graph, name: str, ours: str, theirs: str, peer: Peer, store: Sto
     if peer.result is not None and name in (graph.targets[0], *graph.nodes[graph.targets[0]].inputs.values()):
         params = prov.run_params(peer.result)
         part = node.fingerprint.get("part")
+        from .graph import PERFORMANCE_ONLY_PARAMS
+
+        # a part's own params: `mode` is the part's; an accuracy part keeps the performance-only
+        # settings at their defaults, whatever the run asked for
+        ignored = {"mode"} if part else set()
+        if part == "accuracy":
+            ignored |= set(PERFORMANCE_ONLY_PARAMS)
         why = [f"param {k}: theirs {params.get(k)!r}, ours {v!r}" for k, v in sorted(node.params.items())
-               if k in params and params[k] != v and not (part and k == "mode")]
+               if k in params and params[k] != v and k not in ignored]
         isa_t, isa_o = prov.cpu_isa(peer.result), node.fingerprint.get("cpu_isa")
         if part == "accuracy" and isa_t is not None and isa_o is not None and isa_t != isa_o:
             why.append("the CPUs' ISA features differ (accuracy is keyed by them: bit-identity is not expected)")
