@@ -143,10 +143,14 @@ class _Strings:
                             unknown(item.optional_vars)
         return out
 
-    def resolve(self, e: ast.expr, local: dict[str, list[ast.expr]], params: set[str], depth: int = 0) -> set[str] | None:
+    def resolve(self, e: ast.expr, local: dict[str, list[ast.expr]], params: set[str],
+                depth: int = 0) -> set[str] | None:
         if depth > 8:
             return None
-        r = lambda x: self.resolve(x, local, params, depth + 1)  # noqa: E731
+
+        def r(x: ast.expr) -> set[str] | None:
+            return self.resolve(x, local, params, depth + 1)
+
         if isinstance(e, ast.Constant):
             return {e.value} if isinstance(e.value, str) else None
         if isinstance(e, ast.JoinedStr):
@@ -227,16 +231,16 @@ def _scan_source(data: bytes, module: str, is_pkg: bool, registry_modules: froze
             parts = parts[: len(parts) - (node.level - 1)]
         return ".".join(parts + ([node.module] if node.module else []))
 
-    for node in _statements(tree.body):
-        if isinstance(node, ast.Import):
-            for a in node.names:
+    for stmt in _statements(tree.body):
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
                 scan.imports.add(a.name)
                 if a.name == "mlbuild.builders" and a.asname:
                     builders_aliases.add(a.asname)
-        elif isinstance(node, ast.ImportFrom):
-            base = base_of(node)
+        elif isinstance(stmt, ast.ImportFrom):
+            base = base_of(stmt)
             scan.imports.add(base)
-            for a in node.names:
+            for a in stmt.names:
                 if a.name != "*":
                     scan.imports.add(f"{base}.{a.name}")
                     if f"{base}.{a.name}" == "mlbuild.builders":
@@ -281,8 +285,8 @@ def _scan_source(data: bytes, module: str, is_pkg: bool, registry_modules: froze
             params = (params - set(inner)) | names
         return local, params
 
-    for node in calls:
-        f = node.func
+    for call in calls:
+        f = call.func
         owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
         name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
         if (isinstance(f, ast.Attribute) and name == "load" and owner in builders_aliases) or \
@@ -291,17 +295,17 @@ def _scan_source(data: bytes, module: str, is_pkg: bool, registry_modules: froze
             continue
         if (owner, name) not in _IMPORT_FUNCS:
             continue
-        where = f"{module}:{node.lineno}"
-        if not node.args:
+        where = f"{module}:{call.lineno}"
+        if not call.args:
             scan.dynamic.append(f"`{name}()` without a module name at {where}")
             continue
-        pkg_arg = node.args[1] if len(node.args) > 1 and name == "import_module" else None
-        for kw in node.keywords:
+        pkg_arg = call.args[1] if len(call.args) > 1 and name == "import_module" else None
+        for kw in call.keywords:
             if kw.arg == "package":
                 pkg_arg = kw.value
-        literal = [a for a in (node.args[0], pkg_arg) if a is not None]
-        local, params = ({}, set()) if all(isinstance(a, ast.Constant) for a in literal) else context(node)
-        got = strings.resolve(node.args[0], local, params)
+        literal = [a for a in (call.args[0], pkg_arg) if a is not None]
+        local, params = ({}, set()) if all(isinstance(a, ast.Constant) for a in literal) else context(call)
+        got = strings.resolve(call.args[0], local, params)
         if got is None:
             scan.dynamic.append(f"non-literal `{name}(...)` at {where}")
             continue
