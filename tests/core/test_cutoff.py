@@ -143,6 +143,10 @@ def test_a_bit_identical_rebuild_does_not_rebuild_downstream(copy: Copy) -> None
     # the entry's deriver names the inputs by content
     info = json.loads(copy.run("show", str(p.store_dir / down1), "--json").out)
     assert info["deriver"]["inputs"] == {"a": {"label": "up", "sha256": copy.sha(up1)}}
+    assert info["deriver"]["drv"] == g1["down"]["drv"]  # the derivation that built it
+    assert "mlbuild/builders/concat.py" in info["code"] and "mlbuild/builders/concat_up.py" not in info["code"]
+    text = copy.run("show", str(p.store_dir / up2)).out
+    assert "code (the builder's import closure)" in text and "  mlbuild/builders/concat_up.py " in text
     # and nothing is done again
     assert copy.builds(copy.run("realize", "down")) == set()
 
