@@ -208,3 +208,8 @@ def test_rerun_keeps_every_measurement_and_results_show_the_newest(proj: Project
     # a plain realize is repeat 0 again, from the store
     plain = proj.run("realize", TARGET, "--mirror", str(MIRROR))
     assert Path(plain.stdout.strip().splitlines()[-1]) == path and not ran(plain.stderr, "performance")
+
+
+def test_check_rebuilds_the_accuracy_part_bit_for_bit(proj: Project, first: tuple[Path, dict[str, Any], str]) -> None:
+    r = proj.run("realize", TARGET, "--mirror", str(MIRROR), "--check")
+    assert f"check `{TARGET}/accuracy`: bit-identical" in r.stderr, r.stderr
