@@ -453,6 +453,9 @@ def cmd_show(ctx: Ctx) -> int:
         assert info is not None
         data = {"entry": name, "path": str(ctx.store.path(name)), "kind": info.kind, "valid": True,
                 "deriver": info.deriver, "references": list(info.references)}
+        if isinstance(info.deriver.get("code"), dict):
+            data["code"] = info.deriver["code"].get("files", {})
+            data["code_over_approximated"] = info.deriver["code"].get("over_approximated", "")
     if info is not None:
         data.update({"method": info.hash.method, "size": info.hash.size, "sha256": info.hash.sha256,
                      "blake3": info.hash.blake3, "sandbox": info.sandbox})

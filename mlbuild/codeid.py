@@ -30,7 +30,7 @@ import functools
 import hashlib
 import itertools
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +105,14 @@ class _Strings:
 
     def __init__(self, module: str, tree: ast.Module) -> None:
         self.module = module
-        self.globals = self._bindings(tree.body)
+        self.tree = tree
+        self._globals: dict[str, list[ast.expr]] | None = None
+
+    @property
+    def globals(self) -> dict[str, list[ast.expr]]:
+        if self._globals is None:
+            self._globals = self._bindings(self.tree.body)
+        return self._globals
 
     @staticmethod
     def _bindings(nodes: Iterable[ast.AST]) -> dict[str, list[ast.expr]]:
@@ -136,10 +143,14 @@ class _Strings:
                             unknown(item.optional_vars)
         return out
 
-    def resolve(self, e: ast.expr, local: dict[str, list[ast.expr]], params: set[str], depth: int = 0) -> set[str] | None:
+    def resolve(self, e: ast.expr, local: dict[str, list[ast.expr]], params: set[str],
+                depth: int = 0) -> set[str] | None:
         if depth > 8:
             return None
-        r = lambda x: self.resolve(x, local, params, depth + 1)  # noqa: E731
+
+        def r(x: ast.expr) -> set[str] | None:
+            return self.resolve(x, local, params, depth + 1)
+
         if isinstance(e, ast.Constant):
             return {e.value} if isinstance(e.value, str) else None
         if isinstance(e, ast.JoinedStr):
@@ -210,6 +221,7 @@ def _scan_source(data: bytes, module: str, is_pkg: bool, registry_modules: froze
     strings = _Strings(module, tree)
     builders_aliases: set[str] = set()  # names bound to the mlbuild.builders module
     load_aliases: set[str] = set()  # names bound to mlbuild.builders.load
+    calls: list[ast.Call] = []  # calls that may import: import_module, __import__, load
 
     def base_of(node: ast.ImportFrom) -> str:
         if node.level == 0:
@@ -219,16 +231,16 @@ def _scan_source(data: bytes, module: str, is_pkg: bool, registry_modules: froze
             parts = parts[: len(parts) - (node.level - 1)]
         return ".".join(parts + ([node.module] if node.module else []))
 
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
+    for stmt in _statements(tree.body):
+        if isinstance(stmt, ast.Import):
+            for a in stmt.names:
                 scan.imports.add(a.name)
                 if a.name == "mlbuild.builders" and a.asname:
                     builders_aliases.add(a.asname)
-        elif isinstance(node, ast.ImportFrom):
-            base = base_of(node)
+        elif isinstance(stmt, ast.ImportFrom):
+            base = base_of(stmt)
             scan.imports.add(base)
-            for a in node.names:
+            for a in stmt.names:
                 if a.name != "*":
                     scan.imports.add(f"{base}.{a.name}")
                     if f"{base}.{a.name}" == "mlbuild.builders":
@@ -238,59 +250,90 @@ def _scan_source(data: bytes, module: str, is_pkg: bool, registry_modules: froze
                 elif base.startswith(PACKAGE):
                     scan.dynamic.append(f"`from {base} import *` in {module}")
 
-    # dynamic imports and calls of builders.load, function by function (for local bindings)
-    def visit(body: ast.AST, local: dict[str, list[ast.expr]], params: set[str]) -> None:
-        for node in ast.iter_child_nodes(body):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                args = node.args
-                names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
-                names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
-                inner = _Strings._bindings([node.body] if isinstance(node, ast.Lambda) else node.body)
-                visit(node, {**local, **inner}, (params - set(inner)) | names)
-                continue
+    # Calls that may import.  Their names must appear in the text, so most modules skip the walk.
+    callees = {"import_module", "__import__", *load_aliases}
+    wanted = (b"import_module", b"__import__", *(a.encode() + b"." for a in builders_aliases),
+              *(a.encode() for a in load_aliases))
+    if any(w in data for w in wanted):
+        for node in ast.walk(tree):
             if isinstance(node, ast.Call):
-                _call(node, local, params)
-            visit(node, local, params)
+                f = node.func
+                if (isinstance(f, ast.Name) and f.id in callees) or \
+                        (isinstance(f, ast.Attribute) and f.attr in ("import_module", "__import__", "load")):
+                    calls.append(node)
 
-    def _call(node: ast.Call, local: dict[str, list[ast.expr]], params: set[str]) -> None:
-        f = node.func
-        owner, name = "", ""
-        if isinstance(f, ast.Name):
-            name = f.id
-        elif isinstance(f, ast.Attribute):
-            name = f.attr
-            owner = f.value.id if isinstance(f.value, ast.Name) else "?"
+    parents: dict[ast.AST, ast.AST] = {}
+
+    def context(node: ast.AST) -> tuple[dict[str, list[ast.expr]], set[str]]:
+        """Local bindings and parameters of the functions enclosing ``node`` (innermost wins)."""
+        if not parents:
+            parents.update({c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)})
+        chain = []
+        cur = parents.get(node)
+        while cur is not None:
+            if isinstance(cur, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                chain.append(cur)
+            cur = parents.get(cur)
+        local: dict[str, list[ast.expr]] = {}
+        params: set[str] = set()
+        for fn in reversed(chain):  # outermost first
+            args = fn.args
+            names = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+            names |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+            inner = _Strings._bindings([fn.body] if isinstance(fn, ast.Lambda) else fn.body)
+            local = {**local, **inner}
+            params = (params - set(inner)) | names
+        return local, params
+
+    for call in calls:
+        f = call.func
+        owner = f.value.id if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else ""
+        name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
         if (isinstance(f, ast.Attribute) and name == "load" and owner in builders_aliases) or \
                 (isinstance(f, ast.Name) and name in load_aliases):
             scan.calls_load = True
-            return
+            continue
         if (owner, name) not in _IMPORT_FUNCS:
-            return
-        where = f"{module}:{node.lineno}"
-        if not node.args:
+            continue
+        where = f"{module}:{call.lineno}"
+        if not call.args:
             scan.dynamic.append(f"`{name}()` without a module name at {where}")
-            return
-        got = strings.resolve(node.args[0], local, params)
-        pkg_arg = node.args[1] if len(node.args) > 1 and name == "import_module" else None
-        for kw in node.keywords:
+            continue
+        pkg_arg = call.args[1] if len(call.args) > 1 and name == "import_module" else None
+        for kw in call.keywords:
             if kw.arg == "package":
                 pkg_arg = kw.value
+        literal = [a for a in (call.args[0], pkg_arg) if a is not None]
+        local, params = ({}, set()) if all(isinstance(a, ast.Constant) for a in literal) else context(call)
+        got = strings.resolve(call.args[0], local, params)
         if got is None:
             scan.dynamic.append(f"non-literal `{name}(...)` at {where}")
-            return
+            continue
         if any(g.startswith(".") for g in got):
             pkgs = strings.resolve(pkg_arg, local, params) if pkg_arg is not None else None
             if pkgs is None:
                 scan.dynamic.append(f"relative `{name}(...)` without a literal package at {where}")
-                return
+                continue
             got = {_relative(g, p) for g in got for p in pkgs}
         if module == "mlbuild.builders" and got and got <= registry_modules:
             scan.dispatch |= got
         else:
             scan.imports |= got
-
-    visit(tree, {}, set())
     return scan
+
+
+def _statements(body: list[ast.stmt]) -> Iterator[ast.stmt]:
+    """Every statement, nested ones included (imports are statements; expressions are skipped)."""
+    for stmt in body:
+        yield stmt
+        for name in ("body", "orelse", "finalbody"):
+            inner = getattr(stmt, name, None)
+            if isinstance(inner, list):
+                yield from _statements(inner)
+        for h in getattr(stmt, "handlers", ()):
+            yield from _statements(h.body)
+        for case in getattr(stmt, "cases", ()):
+            yield from _statements(case.body)
 
 
 def _relative(name: str, package: str) -> str:

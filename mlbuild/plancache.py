@@ -28,7 +28,7 @@ _SKIP = ("__pycache__", "target")
 
 
 def _walk(d: Path) -> list[str]:
-    out = []
+    out: list[str] = []
     for dirpath, dirnames, filenames in os.walk(d):
         dirnames[:] = sorted(x for x in dirnames if x not in _SKIP and not x.startswith("."))
         out.extend(os.path.join(dirpath, f) for f in sorted(filenames))

@@ -69,8 +69,8 @@ def test_closure_contains_every_module_python_imports(name: str) -> None:
     code = builder_code(name)
     assert not code.over_approximated, code.over_approximated
     r = subprocess.run([sys.executable, "-S", "-c", PROBE, builder_module_name(name), json.dumps(code.modules)],
-                       capture_output=True, text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
-                       timeout=60)
+                       capture_output=True, text=True, cwd=REPO, timeout=60, check=False,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr
     imported = set(json.loads(r.stdout))
     assert imported - set(code.modules) == set(), f"{name}: imported but not in its identity"
