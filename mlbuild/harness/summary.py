@@ -156,5 +156,15 @@ def format_summary(result: dict[str, Any]) -> str:
         lgv = (system.get("loadgen") or {}).get("loadgen_version")
         if lgv:
             out.append(f"{'LoadGen version':<32s}: {lgv}")
+    prov = result.get("provenance") or {}
+    if prov:
+        out += ["", "Provenance", "-" * 56]
+        out.append(f"{'mlbuild':<32s}: {(prov.get('mlbuild') or {}).get('version', '-')}")
+        out.append(f"{'Lock (closure digest)':<32s}: {(prov.get('lock') or {}).get('digest', '-')}")
+        acc_log = prov.get("accuracy_log") or {}
+        if acc_log:
+            out.append(f"{'Accuracy log sha256':<32s}: {acc_log.get('sha256', '-')}")
+        if prov.get("repeat") is not None:
+            out.append(f"{'Measurement repeat':<32s}: {prov['repeat']}")
     out.append(bar)
     return "\n".join(out)

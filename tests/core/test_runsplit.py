@@ -140,11 +140,12 @@ def test_rerun_takes_the_next_free_repeat(inputs: Any) -> None:
 
 
 def test_closure_lock_digest_ignores_unrelated_artifacts(inputs: Any) -> None:
-    m, lk = inputs
+    _, lk = inputs
     g = plan(inputs)
     info = g.nodes[RUN].fingerprint["lock"]
     assert set(info["artifacts"]) == {"coco128", "data-deps", "loadgen-src", "run-deps", "yolox-nano-onnx"}
-    assert info["artifacts"]["yolox-nano-onnx"] == {"method": "flat", "sha256": lk.artifacts["yolox-nano-onnx"].hash.sha256}
+    assert info["artifacts"]["yolox-nano-onnx"] == {
+        "method": "flat", "sha256": lk.artifacts["yolox-nano-onnx"].hash.sha256}
     # an artifact the run does not use, added to the lock, changes nothing of the run
     extra = dataclasses.replace(lk, artifacts={**lk.artifacts, "unrelated": lk.artifacts["loadgen-official"]})
     assert plan(inputs, the_lock=extra).nodes[RUN].fingerprint["lock"] == info
