@@ -245,7 +245,8 @@ def accept(lock: Any, manifest: Any) -> tuple[Any, list[str]]:
     for key in sorted(HOST_TOOLS):
         if found.get(key) in (MISSING, UNKNOWN) and key in lock.toolchain:  # nothing to record: keep it
             now[key] = lock.toolchain[key]
-            changes.append(f"[toolchain] {tool_name(key)}: no `{tool_name(key)}` on PATH; kept `{now[key]}`")
+            changes.append(f"[toolchain] {tool_name(key)}: this host has {_found(tool_name(key), found[key])}; "
+                           f"kept `{now[key]}`")
     for key in sorted(set(now) | set(lock.toolchain)):
         old, new = lock.toolchain.get(key), now.get(key)
         if old != new:
