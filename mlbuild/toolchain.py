@@ -1,7 +1,7 @@
 """Host build tools: what the lock records of them, the check against the host, a cheap stat key.
 
-Build tools come from the lock where they can (maturin is a locked wheel, installed into the
-`env-build-tools` environment).  The tools that cannot (the C++ compiler, the C compiler that
+Build tools come from the lock where they can: pip (the `installer` wheel every `python-env`
+runs) and maturin (a locked wheel, installed into the `env-build-tools` environment).  The tools that cannot (the C++ compiler, the C compiler that
 rustc links with, rustc and cargo) are *recorded inputs*: ``mlbuild lock`` writes their exact
 version strings into the lock's ``[toolchain]`` table, and ``lock --check`` and ``realize`` of a
 target whose closure builds the LoadGen wheel compare them with the host's, failing with the
@@ -36,6 +36,7 @@ HOST_TOOLS: dict[str, tuple[str, ...]] = {
 }
 CARGO_LOCK_KEY = "cargo-lock-sha256"
 MISSING = "missing"  # the host has no such tool on PATH: never recorded, always a difference
+UNKNOWN = "unknown"  # the tool did not answer `--version`: never recorded
 # Builders whose outputs depend on the host tools.
 BUILDERS = ("loadgen-wheel",)
 ACCEPT_HINT = ("if this host's tools are the ones to build with, record them: `mlbuild lock --accept-toolchain` "
@@ -54,9 +55,9 @@ def _first_line(cmd: tuple[str, ...]) -> str:
     try:
         r = subprocess.run([exe, *cmd[1:]], check=False, capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
+        return UNKNOWN
     lines = (r.stdout or r.stderr).strip().splitlines()
-    return lines[0].strip() if r.returncode == 0 and lines else "unknown"
+    return lines[0].strip() if r.returncode == 0 and lines else UNKNOWN
 
 
 @functools.cache
@@ -101,7 +102,7 @@ def expected(manifest: Any, root: Path = ROOT) -> dict[str, str]:
 
 
 def _recordable(values: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in values.items() if v != MISSING}
+    return {k: v for k, v in values.items() if v not in (MISSING, UNKNOWN)}
 
 
 def for_lock(manifest: Any, previous: Mapping[str, str] | None, root: Path = ROOT) -> dict[str, str]:
@@ -242,9 +243,10 @@ def accept(lock: Any, manifest: Any) -> tuple[Any, list[str]]:
     now = _recordable(found)
     changes = []
     for key in sorted(HOST_TOOLS):
-        if found.get(key) == MISSING and key in lock.toolchain:  # nothing to record: keep what was
+        if found.get(key) in (MISSING, UNKNOWN) and key in lock.toolchain:  # nothing to record: keep it
             now[key] = lock.toolchain[key]
-            changes.append(f"[toolchain] {tool_name(key)}: no `{tool_name(key)}` on PATH; kept `{now[key]}`")
+            changes.append(f"[toolchain] {tool_name(key)}: this host has {_found(tool_name(key), found[key])}; "
+                           f"kept `{now[key]}`")
     for key in sorted(set(now) | set(lock.toolchain)):
         old, new = lock.toolchain.get(key), now.get(key)
         if old != new:
