@@ -614,14 +614,14 @@ class Fetcher:
         except httpx.UnsupportedProtocol as e:
             raise _SourceFailed(f"unsupported URL or redirect: {_describe(e)}", kind="unsafe", url=final[0]) from None
         except httpx.ConnectTimeout:
-            raise _Retryable(f"connect timed out after {self.connect_timeout:g} s{_at(url, final[0])}",
+            raise _Retryable(f"timed out after {self.connect_timeout:g} s (ConnectTimeout){_at(url, final[0])}",
                              kind="timeout", url=final[0]) from None
         except httpx.ConnectError as e:
             raise _Retryable(f"cannot connect: {_describe(e)}{_at(url, final[0])}", kind="connect",
                              url=final[0]) from None
-        except httpx.TimeoutException:
-            raise _Retryable(f"timed out after {self.read_timeout:g} s{_at(url, final[0])}", kind="timeout",
-                             url=final[0]) from None
+        except httpx.TimeoutException as e:
+            raise _Retryable(f"timed out after {self.read_timeout:g} s ({type(e).__name__}){_at(url, final[0])}",
+                             kind="timeout", url=final[0]) from None
         except httpx.TransportError as e:
             raise _Retryable(f"connection broken: {_describe(e)}{_at(url, final[0])}", url=final[0]) from None
         except httpx.HTTPError as e:
