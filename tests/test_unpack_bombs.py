@@ -175,3 +175,43 @@ def test_trailing_decompressed_junk_is_bounded(tmp_path: Path, dest: Path) -> No
         unpack(archive, dest, environ={})
     assert "decompresses past" in str(ei.value)
     assert list(dest.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- through realize and lock
+
+from mlbuild import lock as lockmod  # noqa: E402
+from mlbuild._native import Hasher  # noqa: E402
+from mlbuild.hashing import ContentHash  # noqa: E402
+from tests.core.conftest import locked, project  # noqa: E402, F401  (fixtures)
+from tests.core.project import Project, core_env  # noqa: E402, F401  (fixture)
+from tests.httpserver import Serve  # noqa: E402
+
+
+def test_realize_stops_at_the_locked_tree_size(locked: Project, tmp_path: Path) -> None:
+    p = locked
+    bomb = zeros_tar_gz(tmp_path / "bomb.tar.gz", name="data/zeros.bin").read_bytes()
+    p.route("/arch/data.tar.gz", Serve(bomb))
+    lock = lockmod.read(p.lock_path)
+    a = lock.artifacts["archive"]
+    h = Hasher()
+    h.update(bomb)
+    size, sha, b3 = h.finish()
+    f = lockmod.LockedFile("", size, sha, b3, a.files[0].urls)
+    arts = dict(lock.artifacts)
+    arts["archive"] = lockmod.LockedArtifact(a.name, a.kind, a.decl, ContentHash("tree", 1000, "1" * 64, "2" * 64),
+                                             (f,), a.unpack, a.strip_components)
+    p.lock_path.write_text(lockmod.dumps(lockmod.Lock(lock.manifests, lock.platform, lock.python, arts)))
+    r = p.cli("realize", "archive", expect=6)
+    assert r.error.startswith("error: refusing to unpack ") and "past 1000 bytes" in r.error
+    assert not [n for n in p.registered() if n.endswith("-archive")]
+    assert not list(p.store_dir.rglob("zeros.bin"))
+
+
+def test_lock_refuses_to_pin_a_bomb(project: Project, tmp_path: Path) -> None:
+    p = project
+    p.route("/arch/data.tar.gz", Serve(zeros_tar_gz(tmp_path / "bomb.tar.gz", name="data/zeros.bin").read_bytes()))
+    r = p.lock(expect=None)
+    assert "Traceback" not in r.err
+    text = p.lock_path.read_text() if p.lock_path.exists() else ""
+    assert "[[artifact]]\nname = \"archive\"" not in text
+    assert not list((p.root / "lockstore").rglob("zeros.bin"))
