@@ -263,6 +263,7 @@ class Fetcher:
                 import httpx  # lazy: a no-op realize never pays for it
 
                 self._client = httpx.Client(
+                    auth=_netrc_auth() if self.trust_env else None,
                     timeout=httpx.Timeout(
                         connect=self.connect_timeout,
                         read=self.read_timeout,
@@ -749,6 +750,23 @@ def _where(source: str, final: str) -> str:
 
 def _at(url: str, final: str) -> str:
     return "" if not final or final == url else f" (at {final})"
+
+
+def _netrc_auth() -> Any:
+    """Credentials per host from ``$NETRC`` or ``~/.netrc`` (never from a URL, a manifest or the lock).
+
+    Applied by httpx per request to that request's host, so a redirect to another host never
+    carries them along."""
+    import httpx
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    if not os.path.isfile(path):
+        return None
+    try:
+        return httpx.NetRCAuth(path)
+    except Exception as e:  # netrc.NetrcParseError, OSError, UnicodeError
+        raise UsageError(f"cannot read the netrc file {path}: {e}",
+                         hints=("fix its syntax (machine NAME login USER password PASS), or move it away",)) from None
 
 
 def _literal_only(host: str) -> list[str]:

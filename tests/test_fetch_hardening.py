@@ -389,3 +389,25 @@ def test_unknown_size_download_is_capped(http_server: LoopbackServer, dest: Path
     with fast(max_download=1000) as f, pytest.raises(TooLargeError) as ei:
         f.fetch(FileSpec("big", (url,)), dest)
     assert ei.value.url == url and not dest.exists()
+
+
+def test_credentials_come_from_netrc_and_stay_with_their_host(http_server: LoopbackServer, dest: Path,
+                                                               tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine 127.0.0.1 login bob password hunter2\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(var, raising=False)
+    url = http_server.route("/private", Serve(DATA))
+    with fast(trust_env=True) as f:
+        f.fetch(spec(url), dest)
+    assert http_server.requests("/private")[0].headers.get("Authorization", "").startswith("Basic ")
+    # a redirect to another host name (same loopback server) does not carry them along
+    hop = http_server.route("/hop", Redirect(f"http://localhost:{http_server.port}/elsewhere"))
+    http_server.route("/elsewhere", Serve(DATA))
+    with fast(trust_env=True) as f:
+        f.fetch(spec(hop), dest)
+    assert "Authorization" in http_server.requests("/hop")[0].headers
+    assert "Authorization" not in http_server.requests("/elsewhere")[0].headers
