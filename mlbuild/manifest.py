@@ -274,7 +274,7 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
             if rel in seen:
                 raise ctx.err(f"file {rel!r} is listed twice", "files")
             seen.add(rel)
-            files.append(FileDecl(rel, (base + rel,)))
+            files.append(FileDecl(rel, (_check_url(ctx, base + rel, "files"),)))
         files.sort(key=lambda f: f.path)
         default_method = "tree"
     method = ctx.string(t, "method", default=default_method)

@@ -411,3 +411,10 @@ def test_credentials_come_from_netrc_and_stay_with_their_host(http_server: Loopb
         f.fetch(spec(hop), dest)
     assert "Authorization" in http_server.requests("/hop")[0].headers
     assert "Authorization" not in http_server.requests("/elsewhere")[0].headers
+
+
+def test_file_set_names_are_checked_as_urls(tmp_path: Path) -> None:
+    (tmp_path / "m.toml").write_text('[fetch.x]\nbase_url = "https://example.org/d/"\nfiles = ["%2e%2e/%2e%2e/etc"]\n')
+    with pytest.raises(ManifestError) as ei:
+        manifestmod.load(tmp_path)
+    assert "`fetch.x.files`" in str(ei.value) and "`..` path segment" in str(ei.value)
