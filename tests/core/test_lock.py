@@ -160,7 +160,7 @@ segments = st.text(printable.filter(lambda c: c not in "/\\"), min_size=1, max_s
 url_chars = st.text(printable.filter(lambda c: c not in "/\\?#%"), min_size=1, max_size=8).filter(
     lambda s: s not in (".", ".."))
 hosts = st.lists(st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=6), min_size=1,
-                 max_size=3).map(".".join).filter(lambda h: not h.rsplit(".", 1)[-1].isdigit())
+                 max_size=3).map(".".join).filter(lambda h: h.rsplit(".", 1)[-1][0].isalpha())  # not IPv4-like
 urls = st.builds(lambda scheme, host, parts: f"{scheme}://{host}/" + "/".join(parts),
                  st.sampled_from(["http", "https"]), hosts, st.lists(url_chars, min_size=1, max_size=3))
 strings = st.text(printable, min_size=1, max_size=20).filter(str.isprintable)
