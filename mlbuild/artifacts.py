@@ -30,6 +30,12 @@ class FileReq:
     md5: str | None = None
     package: str | None = None
     version: str | None = None
+    blake3: str | None = None  # the lock's blake3: checked too
+
+    @classmethod
+    def locked(cls, f: LockedFile) -> FileReq:
+        """What the lock says of ``f``: every hash it records is checked."""
+        return cls(f.path, f.urls, f.sha256, f.size, f.md5, blake3=f.blake3)
 
 
 def fetch_files(name: str, reqs: Sequence[FileReq], out: Path, fetcher: Any, *, jobs: int = 4) -> list[LockedFile]:
@@ -40,7 +46,7 @@ def fetch_files(name: str, reqs: Sequence[FileReq], out: Path, fetcher: Any, *, 
         dest = out if req.path == "" else out / req.path
         dest.parent.mkdir(parents=True, exist_ok=True)
         spec = FileSpec(artifact=name if req.path == "" else f"{name}/{req.path}", urls=req.urls,
-                        sha256=req.sha256, size=req.size, md5=req.md5)
+                        sha256=req.sha256, size=req.size, md5=req.md5, blake3=req.blake3)
         got = fetcher.fetch(spec, dest)
         return LockedFile(req.path, got.size, got.sha256, got.blake3, req.urls, req.md5)
 
@@ -60,8 +66,8 @@ def fetch_python_files(name: str, files: Sequence[LockedFile], out: Path, fetche
     missing: list[LockedFile] = []
     for f in files:
         try:
-            fetcher.fetch(FileSpec(artifact=f"{name}/{f.path}", urls=(), sha256=f.sha256, size=f.size, md5=None),
-                          out / f.path)
+            fetcher.fetch(FileSpec(artifact=f"{name}/{f.path}", urls=(), sha256=f.sha256, size=f.size, md5=None,
+                                   blake3=f.blake3), out / f.path)
         except FetchError:
             (out / f.path).unlink(missing_ok=True)
             missing.append(f)
@@ -77,11 +83,13 @@ def fetch_python_files(name: str, files: Sequence[LockedFile], out: Path, fetche
                         sdist=sdist)
 
 
-def unpack_into(archive: Path, out: Path, fmt: str, strip: int) -> None:
+def unpack_into(archive: Path, out: Path, fmt: str, strip: int, *, max_bytes: int | None = None) -> None:
+    """Unpack ``archive`` into ``out``.  ``max_bytes``: the lock's size of the tree (realize);
+    without it (pinning) the expansion bound of :func:`mlbuild.unpack.expansion_limit` applies."""
     from .unpack import unpack
 
     out.mkdir(parents=True, exist_ok=True)
-    unpack(archive, out, fmt, strip_components=strip)
+    unpack(archive, out, fmt, strip_components=strip, max_bytes=max_bytes)  # type: ignore[arg-type]
 
 
 def lock_python(name: str, requirements: Sequence[str], out: Path, *, platform: str | None = None,
@@ -129,7 +137,7 @@ def ensure_archive(store: Any, name: str, f: LockedFile, kind: str, fetcher: Any
                 fetch_python_files(name, [f], staging / "dl", fetcher, offline=offline, sdist=True)
                 (staging / "dl" / f.path).rename(out)
             else:
-                fetch_files(name, [FileReq("", f.urls, f.sha256, f.size, f.md5)], out, fetcher)
+                fetch_files(name, [FileReq("", f.urls, f.sha256, f.size, f.md5, blake3=f.blake3)], out, fetcher)
             store.commit(out, entry, kind="fixed", method="flat",
                          deriver={"type": "fixed", "artifact": name, "kind": "archive"},
                          expected=ContentHash("flat", f.size, f.sha256, f.blake3))

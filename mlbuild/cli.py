@@ -180,35 +180,25 @@ class Ctx:
         return mirrors_from(self.args.mirror or [], os.environ)
 
     def fetcher_factory(self, offline: bool) -> Any:
-        def make() -> Any:
-            from .fetch import Fetcher
+        made: list[Any] = []
 
-            return Fetcher(mirrors=self.mirrors(), offline=offline, reporter=self.reporter, **fetch_settings())
+        def make() -> Any:
+            # One Fetcher per command: its connection pool and its memory of bad sources span the run.
+            if not made:
+                from .fetch import Fetcher
+
+                made.append(Fetcher(mirrors=self.mirrors(), offline=offline, reporter=self.reporter,
+                                    **fetch_settings()))
+            return made[0]
 
         return make
 
 
 def fetch_settings(environ: Any = None) -> dict[str, Any]:
-    """Download timeouts and retries from MLBUILD_CONNECT_TIMEOUT/_READ_TIMEOUT/_RETRIES/_RETRY_BACKOFF."""
-    from .errors import UsageError
+    """Download settings from the environment (parsed and checked in mlbuild.fetch)."""
+    from .fetch import fetch_settings as settings
 
-    env = os.environ if environ is None else environ
-    out: dict[str, Any] = {}
-    for var, key, conv in (("MLBUILD_CONNECT_TIMEOUT", "connect_timeout", float),
-                           ("MLBUILD_READ_TIMEOUT", "read_timeout", float),
-                           ("MLBUILD_RETRIES", "retries", int),
-                           ("MLBUILD_RETRY_BACKOFF", "backoff", float)):
-        raw = env.get(var, "").strip()
-        if not raw:
-            continue
-        try:
-            value = conv(raw)
-        except ValueError:
-            value = -1
-        if value < 0:
-            raise UsageError(f"${var}={raw!r}: expected a non-negative {conv.__name__}")
-        out[key] = value
-    return out
+    return settings(environ)
 
 
 # --------------------------------------------------------------------------- commands

@@ -161,3 +161,43 @@ class NotReproducedError(MlbuildError):
 
 class ToolchainMismatchError(StaleLockError):
     """A host build tool (C++ compiler, rustc, ...) differs from the version the lock's [toolchain] records."""
+
+
+# --------------------------------------------------------------------------- specific fetch failures
+# Each carries ``url``: the URL (after redirects) or mirror path of the source that decided the
+# failure, and ``attempts`` (set by the fetcher): what happened at every source tried.
+
+
+class _SourceFetchError(FetchError):
+    def __init__(self, message: str, *, url: str | None = None, hints: Sequence[str] = ()) -> None:
+        super().__init__(message, hints=hints)
+        self.url = url
+
+
+class HTTPStatusError(_SourceFetchError):
+    """A source answered with an HTTP error status (``status``) for the artifact."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int = 0, hints: Sequence[str] = ()) -> None:
+        super().__init__(message, url=url, hints=hints)
+        self.status = status
+
+
+class NotFoundError(HTTPStatusError):
+    """Every source that answered said the file does not exist (HTTP 404/410, not in a mirror)."""
+
+
+class UnreachableError(_SourceFetchError):
+    """No source could be reached: connection refused, DNS failure, timeouts (a network problem)."""
+
+
+class UnsafeURLError(_SourceFetchError):
+    """A URL (or a redirect's target) is not one mlbuild may fetch: a bad scheme, host or path,
+    credentials in the URL, or a redirect to a link-local or (from a non-loopback URL) loopback address."""
+
+
+class TooLargeError(_SourceFetchError):
+    """A download or an unpacked archive grew past the size it is allowed (the lock's, or a cap)."""
+
+
+class ArchiveBombError(UnsafeArchiveError, TooLargeError):
+    """An archive expands past the lock's size for it, or past the expansion bound when pinning."""

@@ -180,14 +180,7 @@ def loads(text: str, *, source: str = "lock") -> Lock:
     try:
         artifacts: dict[str, LockedArtifact] = {}
         for a in data.get("artifact", []):
-            files = tuple(
-                LockedFile(f.get("path", ""), int(f["size"]), f["sha256"], f["blake3"], tuple(f.get("urls", ())),
-                           f.get("md5"), f.get("package"), f.get("version"))
-                for f in a["files"]
-            )
-            art = LockedArtifact(a["name"], a["kind"], a["decl"],
-                                 ContentHash(a["method"], int(a["size"]), a["sha256"], a["blake3"]),
-                                 files, a.get("unpack"), int(a.get("strip_components", 0)))
+            art = _read_artifact(a, source)
             if art.name in artifacts:
                 raise LockError(f"`{source}` pins `{art.name}` twice", hints=["regenerate it with `mlbuild lock`"])
             artifacts[art.name] = art
@@ -197,6 +190,109 @@ def loads(text: str, *, source: str = "lock") -> Lock:
     except (KeyError, TypeError, ValueError) as e:
         raise LockError(f"`{source}` is malformed: {type(e).__name__}: {e}",
                         hints=["regenerate it with `mlbuild lock`"]) from None
+
+
+_HEX = frozenset("0123456789abcdef")
+_KINDS = ("fetch", "pypi", "sdist")
+
+
+class _Bad(Exception):
+    def __init__(self, what: str, hints: tuple[str, ...] = ()) -> None:
+        super().__init__(what)
+        self.hints = hints
+
+
+def _hex(value: Any, length: int, key: str) -> str:
+    if not isinstance(value, str) or len(value) != length or not set(value) <= _HEX:
+        raise _Bad(f"`{key}` must be {length} lowercase hex digits, found {value!r}")
+    return value
+
+
+def _count(value: Any, key: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise _Bad(f"`{key}` must be a non-negative integer, found {value!r}")
+    return value
+
+
+def _opt_str(value: Any, key: str) -> str | None:
+    if value is not None and (not isinstance(value, str) or not value or not value.isprintable()):
+        raise _Bad(f"`{key}` must be a non-empty printable string, found {value!r}")
+    return value
+
+
+def _rel_path(value: Any, single: bool) -> str:
+    """A file's place inside its artifact: relative, no `.`/`..`/empty parts (one part for packages)."""
+    if not isinstance(value, str):
+        raise _Bad(f"`path` must be a string, found {value!r}")
+    if value == "":
+        return value
+    parts = value.split("/")
+    if (not value.isprintable() or "\\" in value or any(p in ("", ".", "..") for p in parts)
+            or (single and len(parts) != 1)):
+        what = "a plain file name" if single else "a relative path without `.`, `..` or empty parts"
+        raise _Bad(f"`path` must be {what}, found {value!r}")
+    return value
+
+
+def _read_file(f: Any, kind: str) -> LockedFile:
+    from .urls import BadURL, check_url
+
+    if not isinstance(f, dict):
+        raise _Bad(f"a file entry must be a table, found {f!r}")
+    urls = f.get("urls", [])
+    if not isinstance(urls, list):
+        raise _Bad(f"`urls` must be a list, found {urls!r}")
+    for u in urls:
+        try:
+            check_url(u)
+        except BadURL as e:
+            raise _Bad(f"URL refused: {e}", e.hints) from None
+    md5 = f.get("md5")
+    return LockedFile(_rel_path(f.get("path", ""), kind != "fetch"), _count(f["size"], "size"),
+                      _hex(f["sha256"], 64, "sha256"), _hex(f["blake3"], 64, "blake3"), tuple(urls),
+                      None if md5 is None else _hex(md5, 32, "md5"),
+                      _opt_str(f.get("package"), "package"), _opt_str(f.get("version"), "version"))
+
+
+def _read_artifact(a: Any, source: str) -> LockedArtifact:
+    """One ``[[artifact]]``, checked as strictly as a manifest: the lock is input too."""
+    from .manifest import UNPACK_FORMATS
+
+    name = a.get("name") if isinstance(a, dict) else None
+    label = f"`{source}`: artifact `{name}`" if isinstance(name, str) else f"`{source}`: an artifact"
+    try:
+        if not isinstance(a, dict):
+            raise _Bad(f"must be a table, found {a!r}")
+        if not isinstance(name, str) or not name or not name.isprintable():
+            raise _Bad(f"`name` must be a non-empty printable string, found {name!r}")
+        kind = a["kind"]
+        if kind not in _KINDS:
+            raise _Bad(f"`kind` must be one of {', '.join(_KINDS)}, found {kind!r}")
+        if not isinstance(a["decl"], str):
+            raise _Bad(f"`decl` must be a string, found {a['decl']!r}")
+        method = a["method"]
+        if method not in ("flat", "tree"):
+            raise _Bad(f"`method` must be `flat` or `tree`, found {method!r}")
+        unpack = a.get("unpack")
+        if unpack is not None and unpack not in UNPACK_FORMATS:
+            raise _Bad(f"`unpack` must be one of {', '.join(UNPACK_FORMATS)}, found {unpack!r}")
+        strip = _count(a.get("strip_components", 0), "strip_components")
+        if not isinstance(a["files"], list):
+            raise _Bad(f"`files` must be a list, found {a['files']!r}")
+        files: list[LockedFile] = []
+        for f in a["files"]:
+            where = f.get("path", "") if isinstance(f, dict) else ""
+            try:
+                files.append(_read_file(f, kind))
+            except _Bad as e:
+                raise _Bad(f"file `{where}`: {e}" if where else str(e), e.hints) from None
+        h = ContentHash(method, _count(a["size"], "size"), _hex(a["sha256"], 64, "sha256"),
+                        _hex(a["blake3"], 64, "blake3"))
+        return LockedArtifact(name, kind, a["decl"], h, tuple(files), unpack, strip)
+    except _Bad as e:
+        raise LockError(f"{label}: {e}", hints=[*e.hints, "regenerate it with `mlbuild lock`"]) from None
+    except KeyError as e:
+        raise LockError(f"{label}: missing key {e}", hints=["regenerate it with `mlbuild lock`"]) from None
 
 
 def read(path: Path) -> Lock:

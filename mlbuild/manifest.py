@@ -209,8 +209,16 @@ def _check_hex(ctx: _Ctx, value: str | None, length: int, key: str) -> str | Non
 
 
 def _check_url(ctx: _Ctx, url: str, key: str) -> str:
-    if not re.match(r"^https?://[^/\s]+/\S*$", url):
-        raise ctx.err(f"expected an http(s) URL, found {url!r}", key)
+    """One URL check for manifests and the lock (mlbuild.urls.check_url), plus a path here."""
+    from .urls import BadURL, check_url, redact
+
+    try:
+        check_url(url)
+    except BadURL as e:
+        raise ctx.err(f"expected an http(s) URL with a real host, found {redact(url)!r}: {e.reason}", key,
+                      e.hints) from None
+    if not url.split("://", 1)[1].partition("/")[1]:
+        raise ctx.err(f"expected an http(s) URL with a path, found {url!r}", key)
     return url
 
 
@@ -266,7 +274,7 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
             if rel in seen:
                 raise ctx.err(f"file {rel!r} is listed twice", "files")
             seen.add(rel)
-            files.append(FileDecl(rel, (base + rel,)))
+            files.append(FileDecl(rel, (_check_url(ctx, base + rel, "files"),)))
         files.sort(key=lambda f: f.path)
         default_method = "tree"
     method = ctx.string(t, "method", default=default_method)

@@ -14,8 +14,12 @@ bytes hash right is as good as upstream).  Four layouts are understood:
 ``url-http``
     an HTTP base laid out by URL without scheme: ``<base>/host/path``.
 
-This module does no I/O beyond checking that local mirror directories exist, and
-must stay cheap to import (no HTTP library here).
+URLs are checked with :func:`mlbuild.urls.check_url` before they are mapped, and a
+``url-dir`` path must resolve (symlinks followed) to a place inside the mirror's root:
+a mirror never hands out a file from outside itself.
+
+This module does no I/O beyond checking that local mirror directories exist and resolving
+mirror paths, and must stay cheap to import (no HTTP library here).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 
 from mlbuild.errors import FetchError
+from mlbuild.urls import BadURL, check_url, redact
 
 __all__ = [
     "ENV_VAR",
@@ -109,6 +114,16 @@ def _local_dir(text: str, original: str) -> str:
     return path
 
 
+def _http_base(url: str, original: str) -> str:
+    base = url.rstrip("/")
+    try:
+        check_url(base + "/")
+    except BadURL as e:
+        hints = e.hints or ("a mirror is a local directory, file://PATH, http(s)://BASE or url+http(s)://BASE",)
+        raise FetchError(f"mirror `{redact(original)}`: {e.reason}", hints=hints) from None
+    return base
+
+
 def parse_mirror(text: str) -> Mirror:
     """Parse one ``--mirror`` / ``MLBUILD_MIRRORS`` value.
 
@@ -129,12 +144,10 @@ def parse_mirror(text: str) -> Mirror:
 
     if t.startswith(("url+http://", "url+https://")):
         if forced == "cas":
-            raise FetchError(f"mirror `{original}`: `cas:` contradicts `url+http`")
-        return Mirror("url-http", t[len("url+"):].rstrip("/"))
+            raise FetchError(f"mirror `{redact(original)}`: `cas:` contradicts `url+http`")
+        return Mirror("url-http", _http_base(t[len("url+"):], original))
     if t.startswith(("http://", "https://")):
-        if not urlsplit(t).netloc:
-            raise FetchError(f"mirror `{original}`: no host in URL")
-        return Mirror("url-http" if forced == "url" else "cas-http", t.rstrip("/"))
+        return Mirror("url-http" if forced == "url" else "cas-http", _http_base(t, original))
     scheme = urlsplit(t).scheme
     if scheme and scheme != "file" and len(scheme) > 1 and "://" in t:
         raise FetchError(
@@ -160,15 +173,24 @@ def mirrors_from(cli_values: Iterable[str], environ: Mapping[str, str] | None = 
 def url_relpath(url: str) -> str:
     """``https://host/a/b.onnx`` -> ``host/a/b.onnx`` (unquoted, query dropped).
 
-    Raises ``FetchError`` for URLs that cannot be mapped safely (no host, ``..``).
+    Raises ``FetchError`` for URLs that cannot be mapped safely (see :func:`check_url`).
     """
+    try:
+        check_url(url)
+    except BadURL as e:
+        raise FetchError(f"URL cannot be mapped into a mirror layout: {e}", hints=e.hints) from None
     parts = urlsplit(url)
-    if not parts.netloc:
-        raise FetchError(f"URL `{url}` has no host; cannot map it into a mirror")
-    segments = [s for s in unquote(parts.path).split("/") if s not in ("", ".")]
-    if not segments or any(s == ".." or "\x00" in s for s in segments) or "/" in parts.netloc:
-        raise FetchError(f"URL `{url}` cannot be mapped into a mirror layout")
+    segments = [s for s in unquote(parts.path).split("/") if s]
+    if not segments:
+        raise FetchError(f"URL `{url}` names no file; cannot map it into a mirror layout")
     return posixpath.join(parts.netloc, *segments)
+
+
+def _inside(root: str, path: str) -> bool:
+    """Does ``path`` (symlinks resolved) stay inside the directory ``root``?"""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 def _url_http_location(base: str, url: str) -> str:
@@ -177,18 +199,13 @@ def _url_http_location(base: str, url: str) -> str:
     return f"{base}/{parts.netloc}{path}"
 
 
-def _upstream_source(url: str) -> Source:
-    if url.startswith("file://"):
-        parts = urlsplit(url)
-        return Source(unquote(parts.path), is_local=True)
-    return Source(url, is_local=False)
-
-
 def candidates(mirrors: Sequence[Mirror], url: str | None, sha256: str | None) -> list[Source]:
     """Where to look for ``url``'s bytes, in order: each mirror, then upstream.
 
     CAS mirrors are only asked when ``sha256`` is known.  A mirror that cannot map the URL
-    (odd URL) is skipped.  ``url`` may be None when only CAS mirrors can help.
+    (odd URL), or whose path for it resolves outside the mirror, is skipped.  The upstream URL
+    is always remote (the fetcher refuses URLs that fail :func:`check_url`, ``file://`` ones
+    included).  ``url`` may be None when only CAS mirrors can help.
     """
     digest = sha256.lower() if sha256 else None
     out: list[Source] = []
@@ -208,9 +225,11 @@ def candidates(mirrors: Sequence[Mirror], url: str | None, sha256: str | None) -
         except FetchError:
             continue
         if m.kind == "url-dir":
-            out.append(Source(str(Path(m.location, rel)), True, m))
+            path = str(Path(m.location, rel))
+            if _inside(m.location, path):
+                out.append(Source(path, True, m))
         else:
             out.append(Source(_url_http_location(m.location, url), False, m))
     if url is not None:
-        out.append(_upstream_source(url))
+        out.append(Source(url, is_local=False))
     return out

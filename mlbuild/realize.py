@@ -187,9 +187,9 @@ class Realizer:
         if arch is not None:
             path = artifacts.ensure_archive(self.store, node.name, arch, a.kind, self.fetcher, offline=self.offline)
             refs.append(path.name)
-            artifacts.unpack_into(path, out, a.unpack or "tar.gz", a.strip_components)
+            artifacts.unpack_into(path, out, a.unpack or "tar.gz", a.strip_components, max_bytes=a.hash.size)
         elif a.kind == "fetch":
-            reqs = [artifacts.FileReq(f.path, f.urls, f.sha256, f.size, f.md5) for f in a.files]
+            reqs = [artifacts.FileReq.locked(f) for f in a.files]
             artifacts.fetch_files(node.name, reqs, out, self.fetcher)
         elif a.kind == "pypi":
             artifacts.fetch_python_files(node.name, a.files, out, self.fetcher, offline=self.offline)

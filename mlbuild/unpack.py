@@ -9,6 +9,16 @@ owners and times are not.  Members are streamed in constant memory.
 
 On any error the destination is emptied again (the caller discards it anyway); nothing
 is ever written outside it.
+
+Archive bombs: what is written is counted as it is written (file bytes, hardlinked and
+symlink targets, plus 17 bytes and the name per member: a lower bound of the entry's
+``mlbuild-nar-1`` size), and unpacking stops with :class:`ArchiveBombError` once it exceeds
+``max_bytes`` (``realize`` passes the lock's size of the tree).  When pinning (no locked
+size) the bound is the expansion limit: ``MAX_RATIO`` (200) times the archive's size, at
+least ``MIN_LIMIT`` (16 MiB), at most ``MAX_LIMIT`` (64 GiB); ``MLBUILD_UNPACK_MAX_RATIO``
+and ``MLBUILD_UNPACK_MAX_BYTES`` override the ratio and the cap.  The decompressed stream
+of a tar is bounded the same way (so is a zip's declared size), so nothing
+is unpacked in full before the bound is noticed.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import bz2
 import contextlib
 import gzip
 import lzma
+import math
 import os
 import posixpath
 import shutil
@@ -24,14 +35,19 @@ import stat
 import tarfile
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Literal
 
-from mlbuild.errors import FetchError, UnsafeArchiveError
+from mlbuild.errors import ArchiveBombError, FetchError, UnsafeArchiveError, UsageError
 
-__all__ = ["unpack", "detect_format", "Format"]
+__all__ = ["unpack", "detect_format", "expansion_limit", "Format", "MAX_RATIO", "MIN_LIMIT", "MAX_LIMIT"]
+
+MAX_RATIO = 200.0  # an archive may expand to this many times its own size when pinning ...
+MIN_LIMIT = 16 << 20  # ... and always to this many bytes (small archives of zeros are fine) ...
+MAX_LIMIT = 64 << 30  # ... but never past this many (MLBUILD_UNPACK_MAX_BYTES)
+_MEMBER_COST = 17  # bytes per member, beyond its name: less than any member's mlbuild-nar-1 size
 
 Format = Literal["tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip", "auto"]
 
@@ -68,6 +84,29 @@ def detect_format(archive: Path) -> str:
     )
 
 
+def _env_number(env: Mapping[str, str], var: str, conv: type, low: float, high: float) -> float | None:
+    raw = env.get(var, "").strip()
+    if not raw:
+        return None
+    try:
+        value = conv(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not low <= value <= high:
+        raise UsageError(f"${var}={raw!r}: expected a number from {low:g} to {high:g}",
+                         hints=(f"unset {var} for the default",))
+    return float(value)
+
+
+def expansion_limit(archive_size: int, environ: Mapping[str, str] | None = None) -> int:
+    """How many bytes an archive of ``archive_size`` bytes may unpack to when pinning."""
+    env = os.environ if environ is None else environ
+    ratio = _env_number(env, "MLBUILD_UNPACK_MAX_RATIO", float, 1.0, 1e9) or MAX_RATIO
+    cap = _env_number(env, "MLBUILD_UNPACK_MAX_BYTES", int, 1, float(1 << 60))
+    top = int(cap) if cap is not None else MAX_LIMIT
+    return min(max(int(ratio * archive_size), MIN_LIMIT), top)
+
+
 @dataclass
 class _Member:
     name: str
@@ -77,13 +116,29 @@ class _Member:
 
 
 class _Extractor:
-    def __init__(self, archive: Path, dest: Path, strip: int) -> None:
+    def __init__(self, archive: Path, dest: Path, strip: int, limit: int, why: str) -> None:
         self.archive = archive
         self.dest = dest
         self.root = os.path.realpath(dest)
         self.strip = strip
         self.safe_dirs: set[str] = {""}  # relative dirs known to be real directories
         self.symlinks: list[tuple[str, str]] = []  # (relative path, member name)
+        self.limit = limit  # bytes (counted as in `charge`) the unpacked tree may have
+        self.why = why  # where the limit comes from, for the error
+        self.written = 0
+
+    def bomb(self, what: str) -> ArchiveBombError:
+        return ArchiveBombError(
+            f"refusing to unpack {self.archive}: {what} past {self.limit} bytes ({self.why})",
+            hints=("the archive may be an archive bomb, or not the one that was locked; check where it came from",
+                   "if it really is this large, raise MLBUILD_UNPACK_MAX_RATIO / MLBUILD_UNPACK_MAX_BYTES "
+                   "(when pinning) or relock it"),
+        )
+
+    def charge(self, n: int) -> None:
+        self.written += n
+        if self.written > self.limit:
+            raise self.bomb("its contents grow")
 
     # -- checks ----------------------------------------------------------------------
 
@@ -165,6 +220,8 @@ class _Extractor:
             target = self.relpath(m.link, m.name)
             if target is None:
                 raise self.refuse(m.name, f"is a hardlink to `{m.link}`, which is stripped away")
+        self.charge(_MEMBER_COST + len(posixpath.basename(rel).encode("utf-8", "surrogateescape"))
+                    + (len(m.link.encode("utf-8", "surrogateescape")) if m.kind == "symlink" else 0))
         self.parent_dir(rel, m.name)
         full = os.path.join(self.dest, rel)
         if m.kind == "dir":
@@ -179,7 +236,9 @@ class _Extractor:
             mode = 0o755 if m.executable else 0o644
             fd = os.open(full, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
             with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(data, out, _CHUNK)
+                while chunk := data.read(_CHUNK):
+                    self.charge(len(chunk))
+                    out.write(chunk)
             os.chmod(full, mode)
         elif m.kind == "symlink":
             if not self.symlink_target_ok(rel, m.link):
@@ -202,6 +261,7 @@ class _Extractor:
                 raise self.refuse(m.name, f"is a hardlink to `{m.link}`, which is not a regular file")
             if rel == target:
                 return
+            self.charge(st.st_size)  # the tree's hash reads a hardlinked file's bytes again
             self.clear(rel, m.name, for_dir=False)
             os.link(tfull, full, follow_symlinks=False)
 
@@ -258,15 +318,25 @@ def _zip_members(zf: zipfile.ZipFile, ex: _Extractor) -> Iterator[tuple[_Member,
 
 
 class _Counting:
-    """A read-only stream wrapper counting the bytes read through it."""
+    """A read-only stream wrapper counting the bytes read through it, up to ``limit``."""
 
-    def __init__(self, inner: IO[bytes]) -> None:
+    def __init__(self, inner: IO[bytes], ex: _Extractor, limit: int) -> None:
         self.inner = inner
         self.n = 0
+        self.ex = ex
+        self.limit = limit
 
     def read(self, size: int = -1) -> bytes:
-        data = self.inner.read(size)
+        if size is None or size < 0:
+            size = _CHUNK
+        data = self.inner.read(min(size, self.limit + 1 - self.n) if self.n <= self.limit else 1)
         self.n += len(data)
+        if self.n > self.limit:
+            raise ArchiveBombError(
+                f"refusing to unpack {self.ex.archive}: it decompresses past {self.limit} bytes ({self.ex.why})",
+                hints=("the archive may be an archive bomb; check where it came from",
+                       "if it really is this large, raise MLBUILD_UNPACK_MAX_RATIO / MLBUILD_UNPACK_MAX_BYTES"),
+            )
         return data
 
 
@@ -288,12 +358,15 @@ def _empty(dest: Path) -> None:
             os.unlink(entry.path)
 
 
-def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: int = 0) -> None:
+def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: int = 0, *,
+           max_bytes: int | None = None, environ: Mapping[str, str] | None = None) -> None:
     """Unpack ``archive`` into the existing, empty directory ``dest``.
 
     Raises :class:`UnsafeArchiveError` (naming the archive and the member) for members that
-    would escape ``dest`` or are devices/fifos, and :class:`FetchError` for unreadable or
-    corrupt archives.  On error ``dest`` is left empty.
+    would escape ``dest`` or are devices/fifos, :class:`ArchiveBombError` (one) when the
+    contents grow past ``max_bytes`` (the locked size of the tree), or, without it, past
+    :func:`expansion_limit`, and :class:`FetchError` for unreadable or corrupt archives.
+    On error ``dest`` is left empty.
     """
     archive = Path(archive)
     dest = Path(dest)
@@ -307,15 +380,31 @@ def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: in
         fmt = detect_format(archive)  # type: ignore[assignment]
     if fmt not in _TAR_FORMATS and fmt != "zip":
         raise FetchError(f"unknown archive format `{fmt}` for {archive}")
-    ex = _Extractor(archive, dest, strip_components)
+    try:
+        archive_size = archive.stat().st_size
+    except OSError as e:
+        raise FetchError(f"cannot read archive {archive}: {e.strerror or e}") from None
+    expand = expansion_limit(archive_size, environ)
+    if max_bytes is not None:
+        limit, why = max(0, max_bytes), "the size the lock records for its contents"
+        # the tar stream is larger than the tree (512-byte headers): bound it loosely
+        stream_limit = max(expand, 32 * limit + (1 << 20))
+    else:
+        limit, why = expand, f"the expansion limit for a {archive_size}-byte archive"
+        stream_limit = expand
+    ex = _Extractor(archive, dest, strip_components, limit, why)
     try:
         if fmt == "zip":
             with zipfile.ZipFile(archive) as zf:
+                infos = zf.infolist()
+                declared = sum(zi.file_size + _MEMBER_COST for zi in infos)
+                if declared > limit:
+                    raise ex.bomb(f"its {len(infos)} members declare {declared} bytes,")
                 for member, data in _zip_members(zf, ex):
                     ex.add(member, data)
         else:
             with open(archive, "rb") as raw, _decompressed(raw, fmt) as plain:
-                counted = _Counting(plain)
+                counted = _Counting(plain, ex, stream_limit)
                 with tarfile.open(fileobj=counted, mode="r|") as tf:  # type: ignore[call-overload]
                     for member, data in _tar_members(tf, ex):
                         ex.add(member, data)

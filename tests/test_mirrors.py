@@ -105,9 +105,11 @@ def test_cas_mirrors_skipped_without_sha256() -> None:
     assert [s.location for s in got] == ["/m/url/files.example.org/models/v1/yolox_nano.onnx", URL]
 
 
-def test_file_url_upstream_is_local() -> None:
+def test_file_url_upstream_is_never_read_as_a_local_file() -> None:
+    # file:// upstreams were once read from the local disk; a lock edited to file:///etc/shadow
+    # was "fetched".  Upstream is always remote now (and the fetcher refuses non-http URLs).
     (src,) = candidates([], "file:///srv/data/x.bin", None)
-    assert src.is_local and src.location == "/srv/data/x.bin"
+    assert not src.is_local
 
 
 def test_mirrors_module_does_not_import_httpx() -> None:

@@ -194,7 +194,9 @@ def test_streams_in_constant_memory(tmp_path: Path, dest: Path) -> None:
         tf.addfile(ti, io.BufferedReader(Zeros()))
     tracemalloc.start()
     try:
-        unpack(archive, dest)
+        # 48 MiB of zeros from a 0.2 MiB archive is past the pinning expansion bound (200x): this
+        # is the realize path, where the lock gives the tree's size.
+        unpack(archive, dest, max_bytes=big + 1024)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -151,23 +151,41 @@ names = st.text(string.ascii_lowercase + string.digits + "._+-", min_size=1, max
     lambda s: s[0].isalnum())
 
 
+# The lock is input and its reader is as strict as the manifest reader (tests/test_fetch_hardening.py):
+# file paths are relative without `.`/`..`/empty parts (one part for Python packages), URLs pass
+# mlbuild.urls.check_url, package/version are printable.  Anything printable within those rules.
+printable = st.characters(exclude_categories=("Cs", "Cc", "Cf", "Zs", "Zl", "Zp", "Co", "Cn"))
+segments = st.text(printable.filter(lambda c: c not in "/\\"), min_size=1, max_size=8).filter(
+    lambda s: s not in (".", "..") and s.isprintable())
+url_chars = st.text(printable.filter(lambda c: c not in "/\\?#%"), min_size=1, max_size=8).filter(
+    lambda s: s not in (".", ".."))
+hosts = st.lists(st.text(string.ascii_lowercase + string.digits, min_size=1, max_size=6), min_size=1,
+                 max_size=3).map(".".join).filter(lambda h: h.rsplit(".", 1)[-1][0].isalpha())  # not IPv4-like
+urls = st.builds(lambda scheme, host, parts: f"{scheme}://{host}/" + "/".join(parts),
+                 st.sampled_from(["http", "https"]), hosts, st.lists(url_chars, min_size=1, max_size=3))
+strings = st.text(printable, min_size=1, max_size=20).filter(str.isprintable)
+
+
 @st.composite
-def locked_files(draw: st.DrawFn) -> tuple[LockedFile, ...]:
-    paths = draw(st.lists(texts, min_size=1, max_size=4, unique=True))
+def locked_files(draw: st.DrawFn, kind: str) -> tuple[LockedFile, ...]:
+    one_part = segments if kind != "fetch" else st.lists(segments, min_size=1, max_size=3).map("/".join)
+    paths = draw(st.lists(one_part if kind != "fetch" else st.just("") | one_part, min_size=1, max_size=4,
+                          unique=True))
     return tuple(sorted((
         LockedFile(path, draw(st.integers(0, 2**53)), draw(hexes), draw(hexes),
-                   tuple(draw(st.lists(texts, max_size=3))),
+                   tuple(draw(st.lists(urls, max_size=3))),
                    draw(st.none() | st.text(HEX, min_size=32, max_size=32)),
-                   draw(st.none() | texts), draw(st.none() | texts))
+                   draw(st.none() | strings), draw(st.none() | strings))
         for path in paths), key=lambda f: f.path))
 
 
 @st.composite
 def artifacts(draw: st.DrawFn, name: str) -> LockedArtifact:
+    kind = draw(st.sampled_from(["fetch", "pypi", "sdist"]))
     return LockedArtifact(
-        name, draw(st.sampled_from(["fetch", "pypi", "sdist"])), draw(st.text(HEX, min_size=32, max_size=32)),
+        name, kind, draw(st.text(HEX, min_size=32, max_size=32)),
         ContentHash(draw(st.sampled_from(["flat", "tree"])), draw(st.integers(0, 2**53)), draw(hexes), draw(hexes)),
-        draw(locked_files()), draw(st.none() | st.sampled_from(["tar", "tar.gz", "zip"])), draw(st.integers(0, 5)),
+        draw(locked_files(kind)), draw(st.none() | st.sampled_from(["tar", "tar.gz", "zip"])), draw(st.integers(0, 5)),
     )
 
 
