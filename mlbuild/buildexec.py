@@ -34,6 +34,8 @@ def main(spec_path: str) -> int:
         log=log,
         entry=spec.get("entry", ""),
     )
+    if spec.get("builder_file"):  # a builder registered by file (`mlbuild.builders.register`)
+        builders.register(spec["builder"], Path(spec["builder_file"]))
     try:
         builders.load(spec["builder"]).build(ctx)
     except MlbuildError as e:
