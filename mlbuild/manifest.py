@@ -434,8 +434,9 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
         for name, body in table.items():
             ctx = _Ctx(display, text, kind, name)
             problem = name_problem(name)
-            if problem is not None:
-                raise ctx.err(problem, hints=("a name is a store entry's suffix; the `description` field can say more",))
+            if problem is not None:  # the key is the kind: the name itself may be huge or hold a newline
+                raise ManifestError(problem, file=display, line=_line_of(text, kind, name), key=kind,
+                                    hints=["a name is a store entry's suffix; the `description` field can say more"])
             if not isinstance(body, dict):
                 raise ctx.err("a declaration must be a table")
             if kind == "fetch":
