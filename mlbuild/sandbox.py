@@ -127,7 +127,7 @@ def _setpriv() -> list[str] | None:
         return None
     args = [exe, "--pdeathsig", "KILL"]
     try:
-        ok = subprocess.run([*args, "true"], capture_output=True, timeout=10).returncode == 0
+        ok = subprocess.run([*args, "true"], capture_output=True, timeout=10, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     return args if ok else None
@@ -143,7 +143,7 @@ def network_isolation() -> list[str] | None:
     for args in ([exe, "-n", "-p", "-f", "--kill-child"], [exe, "-rn", "-p", "-f", "--kill-child"],
                  [exe, "-n"], [exe, "-rn"]):
         try:
-            r = subprocess.run([*args, "true"], capture_output=True, timeout=10)
+            r = subprocess.run([*args, "true"], capture_output=True, timeout=10, check=False)
         except (OSError, subprocess.TimeoutExpired):
             continue
         if r.returncode == 0:
@@ -198,7 +198,7 @@ def _bwrap() -> str | None:
         return None
     cmd = [*bwrap_args(exe, ro=_interpreter_dirs(), rw=[], workdir="/"), sys.executable, "-S", "-E", "-c", "pass"]
     try:
-        ok = subprocess.run(cmd, capture_output=True, timeout=30).returncode == 0
+        ok = subprocess.run(cmd, capture_output=True, timeout=30, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         ok = False
     return exe if ok else None
@@ -321,7 +321,7 @@ def run_builder(
                     raise errors.BuildError(f"builder `{builder}` not started: mlbuild is being interrupted")
                 proc = subprocess.Popen(cmd, cwd=tmp / "work", env=env, stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                        start_new_session=True, preexec_fn=preexec)
+                                        start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509 - only without setpriv
                 _live[proc.pid] = proc
             try:
                 assert proc.stdout is not None

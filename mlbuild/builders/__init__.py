@@ -99,8 +99,8 @@ def load(name: str) -> ModuleType:
             hints=[f"known builders: {', '.join(sorted(REGISTRY))}"],
         ) from None
     if module.startswith(FILE_PREFIX):
-        from importlib import util as importlib_util
         import sys
+        from importlib import util as importlib_util
 
         mod_name = f"mlbuild_builder_{name.replace('-', '_')}"
         if mod_name in sys.modules:

@@ -90,11 +90,11 @@ def test_unsafe_characters_are_refused(ready: Project, name: str, shown: str) ->
     ("nan", "expects a finite number, found nan"),
     ("inf", "expects a finite number, found inf"),
     ("-inf", "expects a finite number, found -inf"),
-    ("1e308", "expects float in 0..3600 (seconds to sleep half-way through writing the output (tests)), "
-              "found float 1e+308"),
+    ("1e308", ("expects float in 0..3600 (seconds to sleep half-way through writing the output (tests)), "
+               "found float 1e+308")),
     ("-1.0", "expects float in 0..3600"),
-    ("100000000000000000000000000000000000000000", "expects float in 0..3600 (seconds to sleep half-way through "
-     "writing the output (tests)), found int of 137 bits"),
+    ("100000000000000000000000000000000000000000", ("expects float in 0..3600 (seconds to sleep half-way through "
+                                                    "writing the output (tests)), found int of 137 bits")),
 ])
 def test_manifest_param_values_out_of_range_are_refused(ready: Project, value: str, found: str) -> None:
     p = ready
@@ -136,13 +136,14 @@ def test_default_ranges_of_params_without_their_own() -> None:
 
     assert check(ratio=-1e9, count=2**31 - 1) == {"count": 2**31 - 1, "ratio": -1e9}
     assert check(ratio=12, count=-(2**31)) == {"count": -(2**31), "ratio": 12.0}
-    for given, message in [
+    cases: list[tuple[dict[str, object], str]] = [
         ({"ratio": float("nan")}, "parameter `ratio` expects a finite number, found nan"),
         ({"ratio": 1e308}, "parameter `ratio` expects float in -1e+09..1e+09, found float 1e+308"),
         ({"ratio": 10**400}, "parameter `ratio` expects float in -1e+09..1e+09, found int of 1329 bits"),
         ({"count": 2**31}, "parameter `count` expects int in -2.14748e+09..2.14748e+09, found int 2147483648"),
         ({"count": True}, "parameter `count` expects int, found bool True"),
-    ]:
+    ]
+    for given, message in cases:
         with pytest.raises(UsageError) as e:
             check(**given)
         assert e.value.message == message

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -150,7 +151,7 @@ def alive(pid: int) -> bool:
 SLOW = '[build.slowcat]\nbuilder = "concat"\ninputs = {{ a = "hello", b = "fileset" }}\nparams = {{ sleep = 6.0 }}\n'
 
 
-def start_slow_build(p: Project) -> tuple[object, set[int]]:
+def start_slow_build(p: Project) -> tuple[subprocess.Popen[str], set[int]]:
     """`mlbuild realize slowcat` in a subprocess, once its builder sleeps; with the builder's processes."""
     p.append_manifest(SLOW)
     assert p.run("realize", "hello", "fileset").code == 0
@@ -212,7 +213,7 @@ def test_sigterm_and_sigint_of_realize_stop_the_build_cleanly(locked: Project, o
     try:
         started = time.monotonic()
         os.kill(proc.pid, signum)  # as `kill PID` or a Ctrl-C that reaches realize only
-        out, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=10)
         assert time.monotonic() - started < 4, "realize waited for the builder instead of stopping it"
         assert proc.returncode == 128 + signum, err
         assert f"interrupted ({signal.Signals(signum).name})" in err and "Traceback" not in err
