@@ -316,12 +316,28 @@ def run_builder(
         with open(log_path, "w") as log:
             log.write(f"# builder {builder}, sandbox {sandbox}\n")
             log.flush()
+            # Without bwrap's PID namespace, the builder's lifeline: buildexec kills its own process group
+            # (the builder's children too, which no parent-death signal reaches) when this pipe's write end
+            # closes, i.e. when this process dies.
+            lifeline_r, lifeline_w = os.pipe()
+            if kind != "bwrap":
+                spec["lifeline_fd"] = lifeline_r
+                spec_path.write_text(json.dumps(spec, sort_keys=True))
             with _live_lock:
                 if _stopping.is_set():
+                    os.close(lifeline_r)
+                    os.close(lifeline_w)
                     raise errors.BuildError(f"builder `{builder}` not started: mlbuild is being interrupted")
-                proc = subprocess.Popen(cmd, cwd=tmp / "work", env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                        start_new_session=True, preexec_fn=preexec)  # noqa: PLW1509 - only without setpriv
+                try:
+                    proc = subprocess.Popen(cmd, cwd=tmp / "work", env=env, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                            start_new_session=True, pass_fds=(lifeline_r,) if kind != "bwrap" else (),
+                                            preexec_fn=preexec)  # noqa: PLW1509 - only without setpriv
+                except BaseException:
+                    os.close(lifeline_w)
+                    raise
+                finally:
+                    os.close(lifeline_r)
                 _live[proc.pid] = proc
             try:
                 assert proc.stdout is not None
@@ -339,6 +355,7 @@ def run_builder(
                     proc.wait()
                 with _live_lock:
                     _live.pop(proc.pid, None)
+                os.close(lifeline_w)
         if rc != 0 and _stopping.is_set():
             raise errors.BuildError(f"builder `{builder}` was stopped: mlbuild was interrupted")
         if rc != 0:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import InputError
@@ -22,6 +23,7 @@ PARAMS = {
     "connect": Param(str, "", "HOST:PORT to send an HTTP GET to"),
     "read": Param(str, "", "an absolute path to read (a file) or list (a directory)"),
     "write_input": Param(bool, False, "try to create a file inside input `a`"),
+    "child_sleep": Param(float, 0.0, "start a `sleep` child process for this long and wait for it", min=0.0),
 }
 NEEDS_ENV = False
 NEEDS_NETWORK = False
@@ -55,5 +57,9 @@ def build(ctx: BuildContext) -> None:
             leaks["write_input"] = str(target)
         except OSError as e:
             raise InputError(f"probe: cannot write {target}: {e}") from None
+    if ctx.params["child_sleep"]:
+        child = subprocess.Popen(["sleep", str(ctx.params["child_sleep"])])
+        ctx.log(f"started child {child.pid}")
+        child.wait()
     (ctx.out / "leaks.json").write_text(json.dumps(leaks, sort_keys=True) + "\n")
     ctx.log(f"leaks: {sorted(leaks)}")

@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -228,3 +229,43 @@ def test_sigterm_and_sigint_of_realize_stop_the_build_cleanly(locked: Project, o
     assert not [n for n in p.registered() if n.endswith("-slowcat")]
     assert p.on_disk() == p.registered()
     realize_again_succeeds(p)
+
+
+# A realize process in which the probe builder is registered (as a plugin would register it).
+RUNNER = """
+import sys
+from pathlib import Path
+from mlbuild import builders
+from mlbuild.cli import main
+builders.register("sandbox-probe", Path(sys.argv[1]))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize("choice", ["auto", "unshare", "none"])
+def test_kill_9_of_realize_kills_the_builder_and_its_children(locked: Project, own_tmpdir: Path,
+                                                             monkeypatch: pytest.MonkeyPatch, choice: str) -> None:
+    p = locked
+    if choice == "unshare" and sandbox.network_isolation() is None:
+        pytest.skip("`unshare -n` does not work here")
+    monkeypatch.setenv("MLBUILD_SANDBOX", choice)
+    add_probe(p, "parent", "child_sleep = 30.0")
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(PROBE), *p.args(("realize", "parent"), None)],
+                            cwd=p.root, env=p.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    logs = p.store_dir / ".mlbuild" / "logs"
+    try:
+        wait_for(lambda: any("started child" in f.read_text() for f in logs.glob("*-parent.log")),
+                 what="the builder to start its child")
+        tree = descendants(proc.pid)
+        assert any(Path(f"/proc/{x}/cmdline").read_bytes().startswith(b"sleep\0") for x in tree), tree
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=10)
+        assert gone_soon(tree) == set(), "the builder or its child outlived `mlbuild realize`"
+    finally:
+        for x in descendants(proc.pid) | (tree if "tree" in locals() else set()):
+            if alive(x):
+                os.kill(x, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
