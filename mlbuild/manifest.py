@@ -560,7 +560,8 @@ def _check_number(key: str, spec: Any, value: Any) -> str | None:
     lo, hi = rng
     if not lo <= value <= hi:
         doc = f" ({spec.doc})" if spec.doc else ""
-        return f"parameter `{key}` expects {spec.type.__name__} in {lo:g}..{hi:g}{doc}, found {_show(value)}"
+        ends = "..".join(f"{x:g}" if isinstance(x, float) else str(x) for x in (lo, hi))
+        return f"parameter `{key}` expects {spec.type.__name__} in {ends}{doc}, found {_show(value)}"
     return None
 
 
