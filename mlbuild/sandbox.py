@@ -18,9 +18,11 @@ The entry records which sandbox it had (``mlbuild show``):
 Builders that declare ``NEEDS_NETWORK`` (the Rust crates of the LoadGen wheel) run with the
 network and the host's file system (``env-scrubbed+network``).
 
-Builders die with mlbuild: bwrap's ``--die-with-parent``, else ``setpriv --pdeathsig KILL``
-(or ``prctl(PR_SET_PDEATHSIG)``) and ``unshare --kill-child`` (the PID namespace goes with
-it); each builder is its own process group, which :func:`interrupt` kills on SIGINT/SIGTERM.
+Builders die with mlbuild: bwrap's ``--die-with-parent`` (its PID namespace goes with it), else
+``setpriv --pdeathsig KILL`` (or ``prctl(PR_SET_PDEATHSIG)``), ``unshare --kill-child``, and a
+watcher that buildexec forks into the builder's process group, which kills the group when the
+lifeline pipe mlbuild holds closes (the builder's own children too).  Each builder is its own
+process group, which :func:`interrupt` kills on SIGINT/SIGTERM.
 """
 
 from __future__ import annotations
