@@ -233,6 +233,15 @@ def sandbox_name(needs_network: bool) -> str:
     return {"bwrap": "bwrap", "unshare": "unshare-net", "none": "env-scrubbed"}[mechanism(needs_network)]
 
 
+# What a failed builder could not do, as a hint beside its error (a builder that wants the network or the
+# home fails with whatever error its library raises; this says why).
+_LIMITS = {
+    "bwrap": "it ran in the `bwrap` sandbox: no network, inputs read-only, only its output and build directory "
+             "writable, no access to your home",
+    "unshare-net": "it ran in the `unshare-net` sandbox: no network",
+}
+
+
 def _die_with_parent() -> None:  # a preexec_fn, only where setpriv is missing
     import ctypes
 
@@ -367,11 +376,12 @@ def run_builder(
                 cls = getattr(errors, info["class"], errors.BuildError)
                 if not (isinstance(cls, type) and issubclass(cls, errors.MlbuildError)) or cls is errors.HashMismatchError:
                     cls = errors.BuildError
+                hints = [*info["hints"], *([_LIMITS[sandbox]] if sandbox in _LIMITS else []), f"build log: {log_path}"]
                 try:
-                    raise cls(info["message"], hints=[*info["hints"], f"build log: {log_path}"])
+                    raise cls(info["message"], hints=hints)
                 except TypeError:
-                    raise errors.BuildError(info["message"], hints=[*info["hints"], f"build log: {log_path}"]) from None
+                    raise errors.BuildError(info["message"], hints=hints) from None
             last = "\n".join(tail[-5:])
             raise errors.BuildError(f"builder `{builder}` exited with status {rc}:\n{last}",
-                                    hints=[f"full log: {log_path}"])
+                                    hints=[*([_LIMITS[sandbox]] if sandbox in _LIMITS else []), f"full log: {log_path}"])
         return sandbox

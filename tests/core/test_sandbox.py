@@ -76,6 +76,7 @@ def test_a_builder_cannot_reach_a_loopback_server(probe: Project, monkeypatch: p
     r = p.cli("realize", "netprobe", expect=7)
     assert f"probe: cannot connect to 127.0.0.1:{port}" in r.error
     assert "hint: build log: " in r.err
+    assert f"hint: it ran in the `{recorded_sandbox(p, 'harmless')}` sandbox: no network" in r.err
     assert p.server.count("/probe") == before  # no request arrived
     assert not [n for n in p.registered() if n.endswith("-netprobe")]
 
@@ -94,6 +95,8 @@ def test_bwrap_builder_sees_no_home(probe: Project) -> None:
         add_probe(p, "homeprobe", f'read = "{secret.name}"')
         r = p.cli("realize", "homeprobe", expect=7)
         assert f"probe: cannot read {secret.name}: [Errno 2] No such file or directory" in r.error
+        assert "hint: it ran in the `bwrap` sandbox: no network, inputs read-only, only its output and build " \
+               "directory writable, no access to your home" in r.err
     # while its own input is readable (a positive control: reading works in the sandbox)
     hello = p.store_dir / p.entry("hello.txt")
     add_probe(p, "inputprobe", f'read = "{hello.resolve()}"')
