@@ -272,3 +272,12 @@ def test_kill_9_of_realize_kills_the_builder_and_its_children(locked: Project, o
         if proc.poll() is None:
             proc.kill()
             proc.communicate(timeout=10)
+
+
+def test_an_unknown_sandbox_choice_is_a_usage_error(locked: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = locked
+    monkeypatch.setenv("MLBUILD_SANDBOX", "chroot")
+    r = p.cli("realize", "greeting", expect=2)
+    assert r.error == "error: MLBUILD_SANDBOX='chroot': expected auto, bwrap, unshare, none"
+    assert "hint: unset it to use the best sandbox that works here" in r.err
+    assert not [n for n in p.registered() if n.endswith("-greeting")]
