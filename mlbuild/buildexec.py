@@ -12,9 +12,36 @@ import sys
 import traceback
 
 
+def _watch_lifeline(fd: int) -> None:
+    """Fork a watcher into this builder's process group that kills the whole group (the builder, its
+    children, itself) once mlbuild, which holds the pipe's write end, closes it: when the build is over,
+    or when mlbuild died (even by kill -9, after which a parent-death signal may already have killed
+    this process, but not the children it started)."""
+    import os
+    import signal
+
+    if os.fork() == 0:  # still single-threaded here
+        try:
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for std in (0, 1, 2):  # don't hold the log pipe open: mlbuild reads it to its end
+                os.dup2(devnull, std)
+            while True:
+                try:
+                    if not os.read(fd, 1):
+                        break
+                except InterruptedError:
+                    continue
+            os.killpg(0, signal.SIGKILL)
+        finally:
+            os._exit(0)
+    os.close(fd)
+
+
 def main(spec_path: str) -> int:
     with open(spec_path) as f:
         spec = json.load(f)
+    if spec.get("lifeline_fd") is not None:
+        _watch_lifeline(int(spec["lifeline_fd"]))
     sys.path[:0] = [p for p in [spec["package_parent"], spec.get("env_site")] if p]
     from pathlib import Path
 
@@ -36,6 +63,8 @@ def main(spec_path: str) -> int:
         fingerprint=spec.get("fingerprint") or {},
         input_hashes=spec.get("input_hashes") or {},
     )
+    if spec.get("builder_file"):  # a builder registered by file (`mlbuild.builders.register`)
+        builders.register(spec["builder"], Path(spec["builder_file"]))
     try:
         builders.load(spec["builder"]).build(ctx)
     except MlbuildError as e:

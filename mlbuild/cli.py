@@ -1130,15 +1130,46 @@ def render_error(e: BaseException, verbose: bool) -> int:
     return 70
 
 
+class _Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived: unwound like Ctrl-C (staging removed, locks released)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    # Builders run in their own process groups (a terminal's Ctrl-C doesn't reach them): stop them first,
+    # so that the workers waiting on them return and the unwinding below doesn't wait for a build.
+    sandbox = sys.modules.get("mlbuild.sandbox")
+    if sandbox is not None:
+        sandbox.interrupt()
+    raise _Interrupted(signum)
+
+
+def _install_signal_handlers() -> dict[int, Any]:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {s: signal.signal(s, _on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
     ctx = Ctx(args)
+    previous = _install_signal_handlers()
     try:
         return int(args.func(ctx))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        import signal
+
+        signum = e.signum if isinstance(e, _Interrupted) else signal.SIGINT
+        ctx.close()
+        print(f"interrupted ({signal.Signals(signum).name}); nothing half-built was kept", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:  # `mlbuild graph ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -1149,6 +1180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return render_error(e, args.verbose)
     finally:
         ctx.close()
+        if previous:
+            import signal
+
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            sandbox = sys.modules.get("mlbuild.sandbox")
+            if sandbox is not None:
+                sandbox.reset_interrupt()
 
 
 def entrypoint() -> NoReturn:

@@ -28,7 +28,18 @@ from typing import Any
 
 from .errors import ManifestError
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._+-]*$")
+NAME_RE = re.compile(r"[a-z0-9][a-z0-9._+-]*")  # matched whole (fullmatch): no trailing newline
+# A declaration's store entry is `<32 hex digest>-<name>` and must fit a file name (255 bytes) with room
+# for the longest name derived from it (a `--check` staging directory `<entry>.check.<pid>.<8 hex>`, 23
+# bytes) and for a `pypi` set's platform variant (`<name>@aarch64-linux`); names are ASCII, so
+# characters are bytes.  255 - 33 - 23 - 14 = 185, rounded down.
+MAX_NAME_LEN = 180
+# `strip_components` removes leading path components of archive members; deeper is never meaningful.
+MAX_STRIP_COMPONENTS = 64
+# Parameter values without a range of their own: finite floats within +-MAX_FLOAT_PARAM, and ints that
+# fit a signed 32-bit integer (thread counts, sizes and counts end up in C ints in the runtimes).
+MAX_FLOAT_PARAM = 1e9
+INT_PARAM_RANGE = (-(2**31), 2**31 - 1)
 KINDS = ("fetch", "pypi", "sdist", "build", "run")
 UNPACK_FORMATS = ("tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip")
 
@@ -235,8 +246,9 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
     if unpack is not None and unpack not in UNPACK_FORMATS:
         raise ctx.err(f"expected one of {', '.join(UNPACK_FORMATS)}, found {unpack!r}", "unpack")
     strip = t.get("strip_components", 0)
-    if not isinstance(strip, int) or strip < 0:
-        raise ctx.err(f"expected a non-negative integer, found {strip!r}", "strip_components")
+    if isinstance(strip, bool) or not isinstance(strip, int) or not 0 <= strip <= MAX_STRIP_COMPONENTS:
+        raise ctx.err(f"expected an integer in 0..{MAX_STRIP_COMPONENTS}, found {_show(strip)}", "strip_components",
+                      ("the number of leading path components removed from every archive member",))
     files: list[FileDecl] = []
     if urls:
         if "base_url" in t or "files" in t or "templates" in t:
@@ -380,6 +392,26 @@ def _parse_build(ctx: _Ctx, t: Mapping[str, Any], kind: str) -> BuildDecl:
                      ctx.string(t, "description", default="") or "", kind)
 
 
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a declaration name, or None when it can."""
+    if len(name) > MAX_NAME_LEN:
+        return (f"name `{name[:40]}...` is {len(name.encode())} bytes long; a declaration name is at most "
+                f"{MAX_NAME_LEN} bytes (its store entry `<32-hex digest>-<name>` must fit a 255-byte file name)")
+    if not NAME_RE.fullmatch(name):
+        return (f"invalid name {name!r}: expected lowercase ASCII letters, digits and `.-_+`, "
+                "starting with a letter or digit")
+    return None
+
+
+def _show(value: Any) -> str:
+    """A value for an error message: its type and a bounded repr."""
+    big = isinstance(value, int) and value.bit_length() > 100
+    text = f"of {value.bit_length()} bits" if big else repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
 def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
     raw = path.read_bytes()
     try:
@@ -394,6 +426,9 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
             f"malformed TOML: {e}", file=display, line=int(m.group(1)) if m else None,
             hints=["fix the syntax; nothing was written"],
         ) from None
+    except ValueError as e:  # tomllib's int() of a literal with thousands of digits
+        raise ManifestError(f"malformed TOML: a value cannot be read: {str(e)[:120]}", file=display,
+                            hints=["integers in a manifest are small (see the field's documented range)"]) from None
     decls: list[Decl] = []
     for kind, table in data.items():
         if kind not in KINDS:
@@ -406,8 +441,10 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
             raise ManifestError(f"`{kind}` must be a table of declarations", file=display, key=kind)
         for name, body in table.items():
             ctx = _Ctx(display, text, kind, name)
-            if not NAME_RE.match(name):
-                raise ctx.err(f"invalid name {name!r}: use lowercase letters, digits and `.-_+`")
+            problem = name_problem(name)
+            if problem is not None:  # the key is the kind: the name itself may be huge or hold a newline
+                raise ManifestError(problem, file=display, line=_line_of(text, kind, name), key=kind,
+                                    hints=["a name is a store entry's suffix; the `description` field can say more"])
             if not isinstance(body, dict):
                 raise ctx.err("a declaration must be a table")
             if kind == "fetch":
@@ -505,8 +542,41 @@ def validate(manifest: Manifest) -> None:
         visit(name, [])
 
 
+def param_range(spec: Any) -> tuple[float, float] | None:
+    """The documented range of a numeric parameter: the builder's ``min``/``max`` where it declares
+    them, else the defaults (floats within +-MAX_FLOAT_PARAM, ints within a signed 32-bit int)."""
+    if spec.type is float:
+        lo, hi = -MAX_FLOAT_PARAM, MAX_FLOAT_PARAM
+    elif spec.type is int:
+        lo, hi = INT_PARAM_RANGE
+    else:
+        return None
+    lo = lo if getattr(spec, "min", None) is None else spec.min
+    hi = hi if getattr(spec, "max", None) is None else spec.max
+    return lo, hi
+
+
+def _check_number(key: str, spec: Any, value: Any) -> str | None:
+    """Why a numeric parameter value is refused (not finite, out of range), or None."""
+    import math
+
+    rng = param_range(spec)
+    if rng is None:
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"parameter `{key}` expects a finite number, found {value!r}"
+    lo, hi = rng
+    if not lo <= value <= hi:
+        doc = f" ({spec.doc})" if spec.doc else ""
+        ends = "..".join(f"{x:g}" if isinstance(x, float) else str(x) for x in (lo, hi))
+        return f"parameter `{key}` expects {spec.type.__name__} in {ends}{doc}, found {_show(value)}"
+    return None
+
+
 def check_params(builder: str, schema: Mapping[str, Any], given: Mapping[str, Any], err: Any) -> dict[str, Any]:
-    """Validate ``given`` against a builder's PARAMS; return the full typed set (defaults filled)."""
+    """Validate ``given`` against a builder's PARAMS; return the full typed set (defaults filled).
+
+    Numbers must be finite and within the parameter's range (:func:`param_range`)."""
     out: dict[str, Any] = {}
     for key in given:
         if key not in schema:
@@ -514,10 +584,14 @@ def check_params(builder: str, schema: Mapping[str, Any], given: Mapping[str, An
     for key, spec in schema.items():
         if key in given:
             value = given[key]
-            if spec.type is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
             if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
-                raise err(f"parameter `{key}` expects {spec.type.__name__}, found {type(value).__name__} {value!r}", key)
+                if not (spec.type is float and isinstance(value, int) and not isinstance(value, bool)):
+                    raise err(f"parameter `{key}` expects {spec.type.__name__}, found {_show(value)}", key)
+            problem = _check_number(key, spec, value)  # before int -> float: 10**400 has no float
+            if problem is not None:
+                raise err(problem, key)
+            if spec.type is float:
+                value = float(value)
             if spec.choices and value not in spec.choices:
                 raise err(f"parameter `{key}` expects one of {', '.join(map(repr, spec.choices))}, found {value!r}", key)
             out[key] = value

@@ -56,6 +56,10 @@ class Param:
     doc: str = ""
     choices: tuple[Any, ...] = ()
     required: bool = False
+    # The range of an int or float parameter (inclusive); None: the default range of
+    # `mlbuild.manifest.param_range` (floats finite within +-1e9, ints within a signed 32-bit int).
+    min: float | None = None
+    max: float | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +75,21 @@ class BuildContext:
     input_hashes: Mapping[str, str] = field(default_factory=dict)  # input name -> its entry's content sha256
 
 
+# A REGISTRY value starting with this prefix names a builder module by its file path
+# (registered with `register`) instead of a module of this package.
+FILE_PREFIX = "file:"
+
+
+def register(name: str, path: Path) -> None:
+    """Register the builder module file ``path`` (an absolute path to a ``.py`` file following the
+    protocol above) as ``name``, for this process: a builder that lives outside mlbuild (a plugin,
+    or a probe in a test).  The sandbox hands the file to the builder subprocess, read-only."""
+    path = Path(path).resolve()
+    if not path.is_file() or path.suffix != ".py":
+        raise ValueError(f"a builder module must be an existing .py file, not {path}")
+    REGISTRY[name] = FILE_PREFIX + str(path)
+
+
 def load(name: str) -> ModuleType:
     """Import the builder module registered as ``name``."""
     from .. import errors
@@ -82,8 +101,24 @@ def load(name: str) -> ModuleType:
             f"unknown builder `{name}`",
             hints=[f"known builders: {', '.join(sorted(REGISTRY))}"],
         ) from None
+    if module.startswith(FILE_PREFIX):
+        import sys
+        from importlib import util as importlib_util
+
+        mod_name = f"mlbuild_builder_{name.replace('-', '_')}"
+        if mod_name in sys.modules:
+            return sys.modules[mod_name]
+        spec = importlib_util.spec_from_file_location(mod_name, module[len(FILE_PREFIX):])
+        assert spec is not None and spec.loader is not None
+        mod = importlib_util.module_from_spec(spec)
+        sys.modules[mod_name] = mod
+        spec.loader.exec_module(mod)
+        return mod
     return importlib.import_module(f"{__name__}.{module}")
 
 
 def source_file(name: str) -> Path:
-    return Path(__file__).with_name(REGISTRY[name] + ".py")
+    module = REGISTRY[name]
+    if module.startswith(FILE_PREFIX):
+        return Path(module[len(FILE_PREFIX):])
+    return Path(__file__).with_name(module + ".py")

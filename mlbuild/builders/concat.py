@@ -36,7 +36,7 @@ INPUTS = {"a": "a file or directory: its bytes come first"}
 OPTIONAL_INPUTS = {"b": "a file or directory: its bytes come after `sep`"}
 PARAMS = {
     "sep": Param(str, "\n", "separator written between `a` and `b`"),
-    "sleep": Param(float, 0.0, "seconds to sleep half-way through writing the output (tests)"),
+    "sleep": Param(float, 0.0, "seconds to sleep half-way through writing the output (tests)", min=0.0, max=3600.0),
     "fail": Param(bool, False, "fail with an input error instead of building (tests)"),
     "nondeterministic": Param(bool, False, "also write random bytes to noise.bin (tests of --check)"),
     "env_report": Param(bool, False, "also write env.json: environment names, HOME, TMPDIR, cwd (tests)"),

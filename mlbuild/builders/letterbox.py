@@ -31,9 +31,9 @@ INPUTS = {
 }
 OPTIONAL_INPUTS: dict[str, str] = {}
 PARAMS = {
-    "size": Param(int, 416, "side of the square model input"),
-    "pad": Param(int, 114, "fill value of the padding (0..255)"),
-    "count": Param(int, 0, "preprocess only the first N images of annotations.json (0 = all)"),
+    "size": Param(int, 416, "side of the square model input", min=1, max=16384),
+    "pad": Param(int, 114, "fill value of the padding (0..255)", min=0, max=255),
+    "count": Param(int, 0, "preprocess only the first N images of annotations.json (0 = all)", min=0),
 }
 NEEDS_ENV = True
 NEEDS_NETWORK = False

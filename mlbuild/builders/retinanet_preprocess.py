@@ -24,8 +24,8 @@ INPUTS = {
 }
 OPTIONAL_INPUTS: dict[str, str] = {}
 PARAMS = {
-    "size": Param(int, 800, "side of the square model input"),
-    "count": Param(int, 0, "preprocess only the first N images of annotations.json (0 = all)"),
+    "size": Param(int, 800, "side of the square model input", min=1, max=16384),
+    "count": Param(int, 0, "preprocess only the first N images of annotations.json (0 = all)", min=0),
 }
 NEEDS_ENV = True
 NEEDS_NETWORK = False
