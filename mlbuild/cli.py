@@ -229,13 +229,19 @@ def cmd_lock(ctx: Ctx) -> int:
         n = len(previous.artifacts)
         ctx.printer.info(f"{path} satisfies the manifests ({n} artifacts pinned, {len(previous.unpinned)} unpinned)")
         return 0
-    from .resolve import resolve
+    from .resolve import lock_entries, resolve
 
-    new = resolve(manifest, previous, store=ctx.store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
-                  offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
-                  project_root=path.parent.parent if path.parent.name == "lock" else Path("."))
-    changed = lockmod.write_if_changed(path, new)
+    store = ctx.store
+    kept: dict[str, str] = {}
+    with store.session():  # gc waits while pins enter the store and get rooted
+        new = resolve(manifest, previous, store=store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
+                      offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
+                      project_root=path.parent.parent if path.parent.name == "lock" else Path("."), kept=kept)
+        changed = lockmod.write_if_changed(path, new)
+        store.add_lock_roots(path, [e for e in lock_entries(new) if store.is_valid(e)])
     ctx.printer.info(f"{'wrote' if changed else 'unchanged:'} {path} ({len(new.artifacts)} artifacts pinned)")
+    for name, reason in sorted(kept.items()):
+        ctx.printer.err(f"kept the existing pin of `{name}`: it could not be re-resolved: {reason}")
     for u in new.unpinned.values():
         ctx.printer.err(f"unpinned: `{u.name}`: {u.reason}")
     if new.unpinned:
@@ -328,13 +334,9 @@ def cmd_realize(ctx: Ctx) -> int:
             _offline_preflight(ctx, graph)
         paths = r.run()
         if ctx.lock_path().exists():
-            from .hashing import hash_file
-
-            lock_abs = ctx.lock_path().resolve()
-            root = f"lock:{lock_abs}:{hash_file(lock_abs).sha256}"
             closure = store.closure(graph.nodes[t].entry for t in graph.targets)
-            store.add_roots(root, closure, replace=False)
-            if cache_key is not None:
+            store.add_lock_roots(ctx.lock_path(), closure)
+            if cache_key is not None and not store.read_only:
                 from . import plancache
 
                 plancache.save(store.meta, cache_key, {t: graph.nodes[t].entry for t in graph.targets},

@@ -276,7 +276,7 @@ def path_size(path: Path) -> int:
 
 def lock_root(lock_path: Path) -> str:
     """The GC root of a lockfile: its absolute path, not its bytes (it follows relocking)."""
-    return f"lock:{Path(lock_path).absolute()}"
+    return f"lock:{Path(lock_path).resolve()}"
 
 
 _OLD_LOCK_ROOT = re.compile(r"^(?P<path>.+):[0-9a-f]{64}$")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mlbuild import lock as lockmod
-from mlbuild.hashing import ContentHash
+from mlbuild.hashing import ContentHash, hash_bytes
 from tests.core.project import HELLO, Project, make_tar_gz
 from tests.httpserver import CutShort, FailTimes, Hang, LoopbackServer, Redirect, Serve, Status
 
@@ -131,7 +131,7 @@ def test_unsafe_archive_is_refused_through_realize(locked: Project, case: str, t
     lock = lockmod.read(p.lock_path)
     a = lock.artifacts["archive"]
     h = hashlib.sha256(evil).hexdigest()
-    f = lockmod.LockedFile("", len(evil), h, "0" * 64, a.files[0].urls)
+    f = lockmod.LockedFile("", len(evil), h, hash_bytes(evil).blake3, a.files[0].urls)
     arts = dict(lock.artifacts)
     arts["archive"] = lockmod.LockedArtifact(a.name, a.kind, a.decl, ContentHash("tree", 1, "1" * 64, "2" * 64),
                                              (f,), a.unpack, a.strip_components)
@@ -143,6 +143,8 @@ def test_unsafe_archive_is_refused_through_realize(locked: Project, case: str, t
     assert not (p.root / "escaped.txt").exists() and not (p.store_dir / "escaped.txt").exists()
     assert not Path("/tmp/mlbuild-test-absolute-escape.txt").exists()
     assert not list(p.store_dir.rglob("escaped.txt"))
-    # `lock` refuses it as well: the archive stays unpinned, with the reason
-    p.lock("--update", "archive")
-    assert "archive" not in lockmod.read(p.lock_path).artifacts
+    # `lock` refuses it as well: an error, and the lock is left as it was
+    before = p.lock_path.read_bytes()
+    r = p.lock("--update", "archive", expect=6)
+    assert r.error.startswith("error: refusing to unpack ")
+    assert p.lock_path.read_bytes() == before
