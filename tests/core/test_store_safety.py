@@ -15,7 +15,7 @@ import pytest
 from mlbuild.errors import CorruptEntryError
 from mlbuild.hashing import ContentHash, hash_bytes
 from mlbuild.store import Store
-from tests.core.project import REPO, Project
+from tests.core.project import Project
 
 
 def user_files(d: Path) -> dict[str, bytes]:
@@ -270,11 +270,3 @@ def test_commit_checks_the_blake3_it_is_given(tmp_path: Path) -> None:
     store.commit(staged, "0" * 32 + "-x", kind="fixed", method="flat", deriver={}, expected=h)
     assert store.entries() == ["0" * 32 + "-x"]
     store.close()
-
-
-def test_no_op_realize_does_not_import_sqlite_heavy_paths() -> None:
-    """The store module stays cheap to import (the no-op realize path)."""
-    r = subprocess.run([sys.executable, "-X", "importtime", "-c", "import mlbuild.store"], cwd=REPO,
-                       capture_output=True, text=True)
-    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines()[1:]}
-    assert "mlbuild.graph" not in imported and "mlbuild.lock" not in imported
