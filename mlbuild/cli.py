@@ -613,6 +613,8 @@ def cmd_store_verify(ctx: Ctx) -> int:
             f"{len(report.unregistered)} entries on disk are missing from the registry "
             f"({report.checked} registered entries verified)",
             hints=["`mlbuild store verify --repair` re-hashes them and registers them again"])
+    if report.busy:
+        ctx.printer.err("note: a realize or lock is running; entries it is writing were not looked at")
     ctx.printer.info(f"{report.checked} entries verified")
     return 0
 

@@ -40,6 +40,7 @@ class VerifyReport:
     unregistered: list[str] = field(default_factory=list)  # mlbuild's entries the registry lost
     foreign: list[str] = field(default_factory=list)  # not mlbuild's: left alone
     no_sidecar: list[str] = field(default_factory=list)  # registered, valid, without metadata file
+    busy: bool = False  # a realize or lock was running: unregistered entries were not looked for
 
 
 @dataclass
@@ -65,7 +66,12 @@ def verify(store: Store) -> VerifyReport:
             rep.corrupt.append((name, why))
         elif not store.sidecar_path(name).exists():
             rep.no_sidecar.append(name)
-    rep.unregistered, rep.foreign = store.unregistered()
+    try:  # entries a running realize is committing are not lost ones: look only while none runs
+        with file_lock(store.meta / "locks" / "gc.lock", wait=False):
+            rep.unregistered, rep.foreign = store.unregistered()
+    except LockBusy:
+        rep.busy = True
+        rep.foreign = store.unregistered()[1]
     return rep
 
 

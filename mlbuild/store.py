@@ -337,6 +337,9 @@ class Store:
                 raise StoreError(f"`{root}` is not an mlbuild store",
                                  hints=["realize something first, or pass `--store DIR`"])
             self._create()
+        elif not self.marker_path.exists() and not self.registry_path.exists() and create \
+                and not self.on_disk() and not any((self.meta / "meta").glob("*.json")):
+            self._create()  # a creation cut short before its registry was written: nothing to lose
         self.read_only = _is_read_only(self.meta)
 
     def _create(self) -> None:
@@ -391,6 +394,9 @@ class Store:
         if primary in (10, 13):  # SQLITE_IOERR, SQLITE_FULL
             return StoreError(f"cannot read or write the store registry `{self.registry_path}`: {e}",
                               hints=["check free space and the file system of the store"])
+        if primary == 19:  # SQLITE_CONSTRAINT: e.g. a reference to an entry another process just removed
+            return StoreError(f"the store registry `{self.registry_path}` refused an update: {e}",
+                              hints=["run the command again; if it persists, `mlbuild store verify`"])
         return StoreError(f"the store registry `{self.registry_path}` is damaged: {e}", hints=[REPAIR_HINT])
 
     @property
