@@ -188,18 +188,26 @@ _NETWORK_REASONS = ("cannot connect", "timed out", "connection broken", "HTTP 5"
 def lack_of_network(e: FetchError) -> bool:
     """True when ``e`` says only that the bytes could not be reached (offline, connection refused,
     timeouts, server errors, mirrors without the file), not that something is wrong (an HTTP 404,
-    wrong bytes, an unsafe archive)."""
+    wrong bytes, an unsafe archive, an unsafe URL, a download too large)."""
+    from . import errors
+
     if isinstance(e, OfflineError):
         return True
-    if type(e) is not FetchError:  # HashMismatchError, UnsafeArchiveError, ...: something is wrong
+    unreachable = getattr(errors, "UnreachableError", None)  # the fetcher's own word for it, where it has one
+    if unreachable is not None and isinstance(e, unreachable):
+        return True
+    status = getattr(e, "status", None)
+    if isinstance(status, int) and status >= 500:
+        return True
+    if type(e) is not FetchError:  # HashMismatchError, UnsafeArchiveError, a 404, ...: something is wrong
         return False
     attempts = getattr(e, "attempts", None)
     if attempts is None:  # pip: it cannot tell us which; treat it as unreachable, as before
         return e.message.startswith(("pip could not download", "resolving"))
-    upstream = [a for a in attempts if "://" in a.source]
     if any(getattr(a, "wrong_bytes", False) for a in attempts):
         return False
-    return all(a.reason.startswith(_NETWORK_REASONS) for a in upstream)
+    upstream = [a for a in attempts if "://" in a.source]
+    return all(str(a.reason).startswith(_NETWORK_REASONS) for a in upstream)
 
 
 def lock_entries(lock: Lock) -> list[str]:

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from mlbuild import lock as lockmod
-from mlbuild.hashing import ContentHash, hash_bytes
+from mlbuild._native import Hasher
+from mlbuild.hashing import ContentHash
 from tests.core.project import HELLO, Project, make_tar_gz
 from tests.httpserver import CutShort, FailTimes, Hang, LoopbackServer, Redirect, Serve, Status
 
@@ -131,9 +132,14 @@ def test_unsafe_archive_is_refused_through_realize(locked: Project, case: str, t
     lock = lockmod.read(p.lock_path)
     a = lock.artifacts["archive"]
     h = hashlib.sha256(evil).hexdigest()
-    f = lockmod.LockedFile("", len(evil), h, hash_bytes(evil).blake3, a.files[0].urls)
+    b3 = Hasher()
+    b3.update(evil)
+    # the archive's real hashes (every hash the lock records is checked); a tree size that lets
+    # unpacking reach the evil member (the locked size bounds what is unpacked)
+    f = lockmod.LockedFile("", len(evil), h, b3.finish()[2], a.files[0].urls)
     arts = dict(lock.artifacts)
-    arts["archive"] = lockmod.LockedArtifact(a.name, a.kind, a.decl, ContentHash("tree", 1, "1" * 64, "2" * 64),
+    arts["archive"] = lockmod.LockedArtifact(a.name, a.kind, a.decl,
+                                             ContentHash("tree", 1 << 20, "1" * 64, "2" * 64),
                                              (f,), a.unpack, a.strip_components)
     p.lock_path.write_text(lockmod.dumps(lockmod.Lock(lock.manifests, lock.platform, lock.python, arts)))
     r = p.cli("realize", "archive", expect=6)
