@@ -71,7 +71,8 @@ def verify(store: Store) -> VerifyReport:
             rep.unregistered, rep.foreign = store.unregistered()
     except LockBusy:
         rep.busy = True
-        rep.foreign = store.unregistered()[1]
+        store.write_root_files()
+    rep.foreign = store.unregistered()[1]
     return rep
 
 
@@ -100,6 +101,7 @@ def repair(store: Store, rebuild: Callable[[list[str]], None]) -> RepairReport:
         if not store.sidecar_path(name).exists() and store.verify_entry(name)[0]:
             store.write_sidecar(name)
             rep.sidecars_written += 1
+    store.write_root_files()
     rep.foreign = store.unregistered()[1]
     return rep
 

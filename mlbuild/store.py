@@ -771,6 +771,23 @@ class Store:
         """Root ``names`` for as long as the lockfile at ``lock_path`` exists (whatever it holds then)."""
         self.add_roots(lock_root(lock_path), names, replace=False)
 
+    def write_root_files(self) -> int:
+        """Mirror every root of the registry as a file (a store made before root files had none)."""
+        rows: dict[str, list[str]] = {}
+        for root, entry in self._x("SELECT root, entry FROM roots ORDER BY root, entry"):
+            rows.setdefault(root, []).append(entry)
+        written = 0
+        for root, entries in rows.items():
+            path = self._roots_file(root)
+            try:
+                current = json.loads(path.read_text()) if path.exists() else None
+            except (OSError, ValueError):
+                current = None
+            if current != {"root": root, "entries": entries}:
+                write_json_atomic(path, {"root": root, "entries": entries})
+                written += 1
+        return written
+
     def root_files(self) -> list[dict[str, Any]]:
         """The roots mirrored as files (what a rebuilt registry gets its roots from)."""
         out = []

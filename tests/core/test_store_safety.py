@@ -270,3 +270,33 @@ def test_commit_checks_the_blake3_it_is_given(tmp_path: Path) -> None:
     store.commit(staged, "0" * 32 + "-x", kind="fixed", method="flat", deriver={}, expected=h)
     assert store.entries() == ["0" * 32 + "-x"]
     store.close()
+
+
+def test_a_store_made_before_markers_and_sidecars_is_adopted(locked: Project) -> None:
+    """An older store (no marker, no store id, no sidecars, roots keyed by the lock's hash) keeps working."""
+    import hashlib
+
+    p = locked
+    p.cli("realize", "bundle")
+    everything = p.registered()
+    meta = p.store_dir / ".mlbuild"
+    (meta / "store.json").unlink()
+    shutil.rmtree(meta / "meta")
+    shutil.rmtree(meta / "roots")
+    con = sqlite3.connect(registry(p))
+    old_root = f"lock:{p.lock_path.resolve()}:{hashlib.sha256(p.lock_path.read_bytes()).hexdigest()}"
+    con.executescript(f"DELETE FROM meta WHERE key='store_id'; UPDATE roots SET root='{old_root}';")
+    con.close()
+    p.cli("store", "verify")
+    assert (meta / "store.json").is_file()
+    # relocked after an unrelated addition: the old root still holds by the lock's path
+    p.append_manifest('[fetch.unrelated]\nurl = "{base}/files/hello.txt"\n')
+    p.lock()
+    assert p.cli("gc").out == "" and p.registered() == everything
+    r = p.cli("store", "verify", "--repair")
+    assert f"wrote {len(everything)} metadata files" in r.err
+    # now the registry can be lost and rebuilt
+    drop_registry(p)
+    p.cli("store", "verify", "--repair")
+    assert p.registered() == everything
+    assert p.cli("gc").out == "" and p.registered() == everything  # its roots came back too
