@@ -29,8 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CorruptEntryError, StoreError
-from .store import (ENTRY_RE, MARKER_FORMAT, REPAIR_HINT, LockBusy, Store, basename_problem, file_lock,
-                    write_json_atomic)
+from .store import (
+    ENTRY_RE,
+    MARKER_FORMAT,
+    REPAIR_HINT,
+    LockBusy,
+    Store,
+    basename_problem,
+    file_lock,
+    write_json_atomic,
+)
 
 
 @dataclass
@@ -191,8 +199,8 @@ def adopt(store: Store, rep: RepairReport) -> None:
             _quarantine(store, name)
             continue
         if got.sha256 != side.get("sha256") or got.size != side.get("size"):
-            rep.quarantined.append((name, f"content changed: its metadata says sha256 {side.get('sha256')}, "
-                                          f"found {got.sha256}"))
+            why = f"content changed: its metadata says sha256 {side.get('sha256')}, found {got.sha256}"
+            rep.quarantined.append((name, why))
             _quarantine(store, name)
             continue
         candidates[name] = side
@@ -251,7 +259,7 @@ def refetch_or_rebuild(store: Store, manifest: Any, lock: Any, entries: list[str
     for name in manifest.decls:
         try:
             g = plan(manifest, lock, [name])
-        except Exception:  # noqa: BLE001 - a target that cannot be planned produces nothing here
+        except Exception:  # noqa: BLE001, S112 - a target that cannot be planned produces nothing here
             continue
         for n, node in g.nodes.items():
             if node.entry in wanted and n not in targets:

@@ -275,6 +275,7 @@ def resolve(
             if target is None:
                 pinned[name] = _pin(d, store, store_first, offline, pinned)
             else:
+                assert isinstance(d, PypiDecl)  # only `pypi` sets have other platforms' variants
                 pinned[name] = _pin_wheels_for(d, name, target, host["python"], store, offline)
             reporter.on_task_done(key, f"pinned {name}")
         except FetchError as e:

@@ -460,8 +460,7 @@ class Store:
     def registry_problem(self) -> str | None:
         """Why the registry cannot be trusted (missing, damaged, another store's), or None."""
         try:
-            self.db
-            rows = self._x("PRAGMA quick_check")
+            rows = self._x("PRAGMA quick_check")  # opening checks the marker, schema and store id
         except StoreError as e:
             return e.message
         if rows != [("ok",)]:

@@ -210,12 +210,12 @@ def _ro_mlbuild(p: Project, argv: list[str]) -> subprocess.CompletedProcess[str]
     cmd = " ".join(shlex.quote(a) for a in [sys.executable, "-m", "mlbuild", *p.args(tuple(argv), None)])
     script = f"mount --bind {store} {store} && mount -o remount,ro,bind {store} && exec {cmd}"
     return subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=p.root, env=p.env(), capture_output=True,
-                          text=True, timeout=120)
+                          text=True, timeout=120, check=False)
 
 
 def _can_unshare() -> bool:
     r = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind / /mnt 2>/dev/null || mount -t tmpfs t /mnt"],
-                       capture_output=True) if shutil.which("unshare") else None
+                       capture_output=True, check=False) if shutil.which("unshare") else None
     return r is not None and r.returncode == 0
 
 
