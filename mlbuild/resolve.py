@@ -1,11 +1,14 @@
 """The resolver: pin every floating input of the manifests to exact bytes.
 
 For each ``fetch``/``pypi``/``sdist`` declaration not already pinned by the
-previous lock (or named by ``--update``), fetch the bytes (mirrors first),
-hash them, put them in the store (so the next realize has nothing to fetch)
-and record them.  An artifact whose bytes can't be reached (offline, no mirror
-holds it) is listed as unpinned with the reason; the rest is still locked.
-Wrong bytes (a declared checksum that doesn't match) are an error.
+previous lock (or named by ``--update``), fetch the bytes (the store first when
+a sha256 is declared, then mirrors, then upstream), hash them, put them in the
+store (so the next realize has nothing to fetch) and record them.  Only lack of
+network is forgiven: an existing pin that cannot be re-resolved is kept (and
+said so); a new artifact whose bytes can't be reached is listed as unpinned
+with the reason, and the rest is still locked.  Anything else (an HTTP 404,
+wrong bytes, an unsafe archive, a name the store cannot hold) is an error and
+the lock is left as it was.
 """
 
 from __future__ import annotations
