@@ -593,6 +593,8 @@ def cmd_store_verify(ctx: Ctx) -> int:
             ctx.printer.err(f"moved the damaged registry aside: {path}")
         for name, why in rep.quarantined:
             ctx.printer.err(f"quarantined: {name}: {why} (moved to {store.meta / 'quarantine'})")
+        for name in rep.repaired:
+            ctx.printer.err(f"repaired: {name}")
         for name in rep.foreign:
             ctx.printer.err(f"left alone (not mlbuild's): {name}")
         ctx.printer.info(f"registered {len(rep.adopted)} entries from disk, repaired {len(rep.repaired)} entries, "
