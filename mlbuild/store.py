@@ -65,6 +65,9 @@ MAX_ENTRY_NAME = 240
 REPAIR_HINT = ("run `mlbuild store verify --repair`: it moves a damaged registry aside (never deleting it) "
                "and rebuilds it from the entries on disk")
 ENTRY_RE = re.compile(r"^[0-9a-f]{32}-.+$")
+# Names at a store root that are the store's own: a new store may be made in a directory holding
+# only these (the project's `store/` keeps a README.md), and gc never lists or touches them.
+OWN_NAMES = (".mlbuild", "CACHEDIR.TAG", "README.md")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -330,7 +333,7 @@ class Store:
             if self.root.exists() and not self.root.is_dir():
                 raise StoreError(f"`{root}` is not a directory, so it cannot be a store",
                                  hints=["pass `--store DIR` naming a new or empty directory, or an mlbuild store"])
-            if self.root.is_dir() and any(self.root.iterdir()):
+            if self.root.is_dir() and any(n not in OWN_NAMES for n in os.listdir(self.root)):
                 raise StoreError(f"`{root}` is not empty and is not an mlbuild store (no `.mlbuild/store.json`)",
                                  hints=["pass `--store DIR` naming a new or empty directory, or an mlbuild store"])
             if not create:
@@ -592,12 +595,12 @@ class Store:
         return doc
 
     def on_disk(self) -> list[str]:
-        """Every name at the store root except mlbuild's own (`.mlbuild`, `CACHEDIR.TAG`)."""
+        """Every name at the store root except the store's own (:data:`OWN_NAMES`)."""
         try:
             names = os.listdir(self.root)
         except OSError as e:
             raise StoreError(f"cannot list the store `{self.root}`: {e.strerror or e}") from e
-        return sorted(n for n in names if n not in (".mlbuild", "CACHEDIR.TAG"))
+        return sorted(n for n in names if n not in OWN_NAMES)
 
     def unregistered(self) -> tuple[list[str], list[str]]:
         """Names at the root the registry doesn't list: (mlbuild's: an entry with a sidecar, others)."""

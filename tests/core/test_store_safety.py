@@ -300,3 +300,16 @@ def test_a_store_made_before_markers_and_sidecars_is_adopted(locked: Project) ->
     p.cli("store", "verify", "--repair")
     assert p.registered() == everything
     assert p.cli("gc").out == "" and p.registered() == everything  # its roots came back too
+
+
+def test_the_projects_default_store_directory_becomes_a_store(locked: Project, tmp_path: Path) -> None:
+    """The repository keeps `store/README.md`; the default store is made there and gc leaves it be."""
+    p = locked
+    store = tmp_path / "store"
+    store.mkdir()
+    readme = (Path(__file__).resolve().parents[2] / "store" / "README.md").read_bytes()
+    (store / "README.md").write_bytes(readme)
+    p.cli("realize", "hello", store=store)
+    r = p.cli("gc", store=store)
+    assert "README.md" not in r.err + r.out
+    assert (store / "README.md").read_bytes() == readme
