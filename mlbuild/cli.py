@@ -223,13 +223,19 @@ def cmd_lock(ctx: Ctx) -> int:
         return 0
     if ctx.args.accept_toolchain:
         return _accept_toolchain(ctx, manifest, previous)
-    from .resolve import resolve
+    from .resolve import lock_entries, resolve
 
-    new = resolve(manifest, previous, store=ctx.store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
-                  offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
-                  project_root=path.parent.parent if path.parent.name == "lock" else Path("."))
-    changed = lockmod.write_if_changed(path, new)
+    store = ctx.store
+    kept: dict[str, str] = {}
+    with store.session():  # gc waits while pins enter the store and get rooted
+        new = resolve(manifest, previous, store=store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
+                      offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
+                      project_root=path.parent.parent if path.parent.name == "lock" else Path("."), kept=kept)
+        changed = lockmod.write_if_changed(path, new)
+        store.add_lock_roots(path, [e for e in lock_entries(new) if store.is_valid(e)])
     ctx.printer.info(f"{'wrote' if changed else 'unchanged:'} {path} ({len(new.artifacts)} artifacts pinned)")
+    for name, reason in sorted(kept.items()):
+        ctx.printer.err(f"kept the existing pin of `{name}`: it could not be re-resolved: {reason}")
     for u in new.unpinned.values():
         ctx.printer.err(f"unpinned: `{u.name}`: {u.reason}")
     if new.unpinned:
@@ -353,13 +359,9 @@ def cmd_realize(ctx: Ctx) -> int:
             _offline_preflight(ctx, graph)
         paths = r.run()
         if ctx.lock_path().exists():
-            from .hashing import hash_file
-
-            lock_abs = ctx.lock_path().resolve()
-            root = f"lock:{lock_abs}:{hash_file(lock_abs).sha256}"
             closure = store.closure(r.entry(t) for t in graph.targets)
-            store.add_roots(root, closure, replace=False)
-            if cache_key is not None:
+            store.add_lock_roots(ctx.lock_path(), closure)
+            if cache_key is not None and not store.read_only:
                 from . import plancache
 
                 plancache.save(store.meta, cache_key, {t: r.entry(t) for t in graph.targets},
@@ -617,94 +619,83 @@ def cmd_log(ctx: Ctx) -> int:
 
 
 def cmd_gc(ctx: Ctx) -> int:
-    freed = ctx.store.gc(dry_run=ctx.args.dry_run)
-    total = sum(s for _, s in freed)
-    for name, size in freed:
-        print(f"{'would remove' if ctx.args.dry_run else 'removed'} {name} ({size} bytes)")
-    ctx.printer.info(f"{len(freed)} entries, {total / 2**20:.1f} MiB {'would be ' if ctx.args.dry_run else ''}freed")
+    dry = ctx.args.dry_run
+    report = ctx.store.gc(dry_run=dry)
+    verb = "would remove" if dry else "removed"
+    for name, size in report.entries:
+        print(f"{verb} {name} ({size} bytes)")
+    for path, size in report.temporaries:
+        print(f"{verb} stale temporary {path} ({size} bytes)")
+    for name in report.left_alone:
+        ctx.printer.err(f"left alone (not mlbuild's): {name}")
+    total = sum(s for _, s in report.entries) + sum(s for _, s in report.temporaries)
+    ctx.printer.info(f"{len(report.entries)} entries, {total / 2**20:.1f} MiB {'would be ' if dry else ''}freed")
     return 0
 
 
 def cmd_store_verify(ctx: Ctx) -> int:
+    from . import repair
     from .errors import CorruptEntryError
 
     store = ctx.store
-    bad = []
-    names = store.entries()
-    for name in names:
-        ok, why = store.verify_entry(name)
-        if not ok:
-            bad.append((name, why))
-            ctx.printer.err(f"corrupt: {name}: {why}")
-    if bad and ctx.args.repair:
-        _repair(ctx, [n for n, _ in bad])
-        still = [n for n, _ in bad if not store.verify_entry(n)[0]]
-        if still:
-            raise CorruptEntryError(f"{len(still)} entries could not be repaired: {', '.join(still)}")
-        ctx.printer.info(f"repaired {len(bad)} entries")
+    if ctx.args.repair:
+        rep = repair.repair(store, lambda names: _repair(ctx, names))
+        for path in rep.moved_aside:
+            ctx.printer.err(f"moved the damaged registry aside: {path}")
+        for name, why in rep.quarantined:
+            ctx.printer.err(f"quarantined: {name}: {why} (moved to {store.meta / 'quarantine'})")
+        for name in rep.repaired:
+            ctx.printer.err(f"repaired: {name}")
+        for name in rep.foreign:
+            ctx.printer.err(f"left alone (not mlbuild's): {name}")
+        ctx.printer.info(f"registered {len(rep.adopted)} entries from disk, repaired {len(rep.repaired)} entries, "
+                         f"wrote {rep.sidecars_written} metadata files; {len(store.entries())} entries valid")
         return 0
-    if bad:
-        raise CorruptEntryError(f"{len(bad)} of {len(names)} store entries are corrupt",
+    report = repair.verify(store)
+    for name, why in report.corrupt:
+        ctx.printer.err(f"corrupt: {name}: {why}")
+    for name in report.unregistered:
+        ctx.printer.err(f"not registered: {name}: on disk with its metadata, but the registry does not list it")
+    for name in report.foreign:
+        ctx.printer.err(f"left alone (not mlbuild's): {name}")
+    if report.corrupt:
+        raise CorruptEntryError(f"{len(report.corrupt)} of {report.checked} store entries are corrupt",
                                 hints=["`mlbuild store verify --repair` refetches or rebuilds them"])
-    ctx.printer.info(f"{len(names)} entries verified")
+    if report.unregistered:
+        raise CorruptEntryError(
+            f"{len(report.unregistered)} entries on disk are missing from the registry "
+            f"({report.checked} registered entries verified)",
+            hints=["`mlbuild store verify --repair` re-hashes them and registers them again"])
+    if report.busy:
+        ctx.printer.err("note: a realize or lock is running; entries it is writing were not looked at")
+    ctx.printer.info(f"{report.checked} entries verified")
     return 0
 
 
 def _repair(ctx: Ctx, entries: list[str]) -> None:
-    """Refetch or rebuild corrupt entries: find which target of the manifests produces each."""
-    from .errors import CorruptEntryError
-    from .graph import plan
-    from .realize import Realizer
+    """Refetch or rebuild corrupt entries from the manifests and the lock (see repair.py)."""
+    from .repair import refetch_or_rebuild
 
-    manifest = ctx.manifest()
     lock = ctx.read_lock() if ctx.lock_path().exists() else None
-    wanted = set(entries)
-    targets = []
-    for name in manifest.decls:
-        try:
-            g = plan(manifest, lock, [name]).resolve(ctx.store.realisation)
-        except Exception:
-            continue
-        for n, node in g.nodes.items():
-            if node.entry in wanted and n not in targets:
-                targets.append(n)
-    archives = {}
-    if lock is not None:
-        from .graph import archive_file, file_entry
-
-        for a in lock.artifacts.values():
-            arch = archive_file(a)
-            if arch is not None and file_entry(arch) in wanted:
-                archives[file_entry(arch)] = (a, arch)
-    unknown = wanted - {n.entry for t in targets
-                        for n in plan(manifest, lock, [t]).resolve(ctx.store.realisation).nodes.values()} - set(archives)
-    if unknown:
-        raise CorruptEntryError(f"no manifest target produces {', '.join(sorted(unknown))}; cannot repair it",
-                                hints=["delete it with `mlbuild gc` after dropping its roots, or re-add it"])
-    with ctx.store.session():
-        for entry, (a, arch) in archives.items():
-            from . import artifacts
-            from .store import remove_path
-
-            with ctx.store.entry_lock(entry):
-                ctx.store.db.execute("DELETE FROM refs WHERE referrer=?", (entry,))
-            remove_path(ctx.store.path(entry))
-            artifacts.ensure_archive(ctx.store, a.name, arch, a.kind, ctx.fetcher_factory(False)(), offline=False)
-        if targets:
-            graph = plan(manifest, lock, targets)
-            Realizer(ctx.store, graph, fetcher_factory=ctx.fetcher_factory(False), reporter=ctx.reporter,
-                     jobs=ctx.args.jobs, force=wanted).run()
+    refetch_or_rebuild(ctx.store, ctx.manifest(), lock, entries, fetcher_factory=ctx.fetcher_factory(False),
+                       reporter=ctx.reporter, jobs=ctx.args.jobs)
 
 
 def cmd_store_add(ctx: Ctx) -> int:
     from .errors import UsageError
     from .graph import flat_entry
+    from .store import basename_problem
 
     src = Path(ctx.args.file)
     if not src.is_file():
         raise UsageError(f"`{src}` is not a file")
-    store = ctx.store
     name = ctx.args.name or src.name
+    why = basename_problem(name)
+    if why is not None:
+        raise UsageError(f"`--name {name}` cannot name a store entry: {why}",
+                         hints=["give a plain file name, e.g. `--name model.onnx`"])
+    store = ctx.store
+    store.require_writable(f"add `{src}`")
     with store.session(), store.staging(f"add-{os.getpid()}") as staging:
         out = staging / "out"
         h = _copy_hashing(src, out)

@@ -1,11 +1,14 @@
 """The resolver: pin every floating input of the manifests to exact bytes.
 
 For each ``fetch``/``pypi``/``sdist`` declaration not already pinned by the
-previous lock (or named by ``--update``), fetch the bytes (mirrors first),
-hash them, put them in the store (so the next realize has nothing to fetch)
-and record them.  An artifact whose bytes can't be reached (offline, no mirror
-holds it) is listed as unpinned with the reason; the rest is still locked.
-Wrong bytes (a declared checksum that doesn't match) are an error.
+previous lock (or named by ``--update``), fetch the bytes (the store first when
+a sha256 is declared, then mirrors, then upstream), hash them, put them in the
+store (so the next realize has nothing to fetch) and record them.  Only lack of
+network is forgiven: an existing pin that cannot be re-resolved is kept (and
+said so); a new artifact whose bytes can't be reached is listed as unpinned
+with the reason, and the rest is still locked.  Anything else (an HTTP 404,
+wrong bytes, an unsafe archive, a name the store cannot hold) is an error and
+the lock is left as it was.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import artifacts, lock as lockmod
-from .errors import FetchError, HashMismatchError, MlbuildError, UsageError
+from .errors import FetchError, MlbuildError, OfflineError, UsageError
 from .graph import fixed_entry, host_platform
 from .hashing import ContentHash, hash_path
 from .pypi import variant_name
@@ -60,6 +63,32 @@ def _listed_files(d: FetchDecl, pinned: dict[str, LockedArtifact], store: Store)
             raise MlbuildError(f"`{d.name}`: unsafe file name {n!r} in `{spec['json']}` of `{spec['artifact']}`")
         reqs.append(artifacts.FileReq(spec["dest"] + n, (d.base_url + n,)))
     return reqs
+
+
+class StoreFirst:
+    """A fetcher that takes a file whose sha256 is declared from the store when a flat entry has
+    those bytes (so `--offline` pins what the store holds), else asks the wrapped fetcher."""
+
+    def __init__(self, fetcher: Any, store: Store) -> None:
+        self.fetcher = fetcher
+        self.store = store
+
+    def fetch(self, spec: Any, dest: Path) -> Any:
+        from .fetch import Fetched
+        from .hashing import hash_file
+
+        if spec.sha256:
+            entry = self.store.find_by_sha256(spec.sha256.lower(), "flat")
+            if entry is not None:
+                shutil.copyfile(self.store.path(entry), dest)
+                h = hash_file(dest)
+                if h.sha256 == spec.sha256.lower() and (spec.size is None or spec.size == h.size):
+                    return Fetched(size=h.size, sha256=h.sha256, blake3=h.blake3, source=f"store {entry}")
+                Path(dest).unlink(missing_ok=True)
+        return self.fetcher.fetch(spec, dest)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fetcher, name)
 
 
 def _pin(d: Decl, store: Store, fetcher_factory: Callable[[], Any], offline: bool,
@@ -135,11 +164,56 @@ def _pin_wheels_for(d: PypiDecl, lock_name: str, platform: str, python: str, sto
 def _reason(d: Decl, e: FetchError) -> str:
     """Why an artifact stays unpinned, without host-specific paths (the lock is portable)."""
     first = e.message.splitlines()[0]
+    if isinstance(e, OfflineError) and isinstance(d, FetchDecl):
+        urls = sorted({u for f in d.files for u in f.urls})
+        return ("needs network (`--offline` was given): no mirror holds it and the store does not have it ("
+                + ", ".join(urls[:3]) + (", ..." if len(urls) > 3 else "") + ")")
     if isinstance(d, FetchDecl) and d.files_from is None and not first.startswith("its file list"):
         urls = sorted({u for f in d.files for u in f.urls})
         return ("needs network: no mirror holds it and its upstream could not be reached (" + ", ".join(urls[:3])
                 + (", ..." if len(urls) > 3 else "") + ")")
     return first.rstrip(":")
+
+
+_NETWORK_REASONS = ("cannot connect", "timed out", "connection broken", "HTTP 5")
+
+
+def lack_of_network(e: FetchError) -> bool:
+    """True when ``e`` says only that the bytes could not be reached (offline, connection refused,
+    timeouts, server errors, mirrors without the file), not that something is wrong (an HTTP 404,
+    wrong bytes, an unsafe archive, an unsafe URL, a download too large)."""
+    from . import errors
+
+    if isinstance(e, OfflineError):
+        return True
+    unreachable = getattr(errors, "UnreachableError", None)  # the fetcher's own word for it, where it has one
+    if unreachable is not None and isinstance(e, unreachable):
+        return True
+    status = getattr(e, "status", None)
+    if isinstance(status, int) and status >= 500:
+        return True
+    if type(e) is not FetchError:  # HashMismatchError, UnsafeArchiveError, a 404, ...: something is wrong
+        return False
+    attempts = getattr(e, "attempts", None)
+    if attempts is None:  # pip: it cannot tell us which; treat it as unreachable, as before
+        return e.message.startswith(("pip could not download", "resolving"))
+    if any(getattr(a, "wrong_bytes", False) for a in attempts):
+        return False
+    upstream = [a for a in attempts if "://" in a.source]
+    return all(str(a.reason).startswith(_NETWORK_REASONS) for a in upstream)
+
+
+def lock_entries(lock: Lock) -> list[str]:
+    """Every store entry a lock pins (all platforms, archives too)."""
+    from .graph import archive_file, file_entry
+
+    out: set[str] = set()
+    for a in lock.artifacts.values():
+        out.add(fixed_entry(a))
+        arch = archive_file(a)
+        if arch is not None:
+            out.add(file_entry(arch))
+    return sorted(out)
 
 
 def resolve(
@@ -152,8 +226,17 @@ def resolve(
     update: Iterable[str] = (),
     reporter: Reporter | None = None,
     project_root: Path = Path("."),
+    kept: dict[str, str] | None = None,
 ) -> Lock:
+    """Pin what is not pinned yet.  An existing pin whose declaration is unchanged is never dropped
+    for lack of network: it is kept and ``kept[name]`` says why it could not be re-resolved.
+    Anything else that goes wrong (an HTTP 404, wrong bytes, an unsafe archive, a bad name) raises."""
     reporter = reporter or NullReporter()
+    kept = kept if kept is not None else {}
+
+    def store_first() -> Any:
+        return StoreFirst(fetcher_factory(), store)
+
     update = set(update)
     wanted = lockmod.lockable(manifest)
     for name in update:
@@ -183,17 +266,21 @@ def resolve(
         reporter.on_task_start(key, f"pin {name}", None)
         try:
             if target is None:
-                pinned[name] = _pin(d, store, fetcher_factory, offline, pinned)
+                pinned[name] = _pin(d, store, store_first, offline, pinned)
             else:
+                assert isinstance(d, PypiDecl)  # only `pypi` sets have other platforms' variants
                 pinned[name] = _pin_wheels_for(d, name, target, host["python"], store, offline)
             reporter.on_task_done(key, f"pinned {name}")
-        except HashMismatchError:
-            raise
         except FetchError as e:
-            unpinned[name] = Unpinned(name, d.kind, digest, _reason(d, e))
-            reporter.on_task_done(key, f"unpinned {name}")
-        except MlbuildError:
-            raise
+            if not lack_of_network(e):
+                raise
+            if old is not None and old.decl == digest and reusable:
+                pinned[name] = old
+                kept[name] = _reason(d, e)
+                reporter.on_task_done(key, f"kept the existing pin of {name}")
+            else:
+                unpinned[name] = Unpinned(name, d.kind, digest, _reason(d, e))
+                reporter.on_task_done(key, f"unpinned {name}")
     pinned = dict(sorted(pinned.items()))
     return Lock(lockmod.manifests_digest(manifest), host["system"], host["python"], pinned, unpinned,
                 _toolchain(manifest, previous))

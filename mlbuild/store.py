@@ -3,31 +3,51 @@
 Layout under the root (``./store`` by default, ``--store``/``MLBUILD_STORE``)::
 
     <digest>-<name>           an entry: a file or a directory, read-only
-    .mlbuild/db.sqlite        registry: entries, references, GC roots
+    .mlbuild/store.json       the marker: format version and a random store id
+    .mlbuild/db.sqlite        registry: entries, references, GC roots, realisations (records the same id)
+    .mlbuild/meta/<entry>.json a sidecar per entry (kind, hashes, deriver, references, realisations):
+                              what `store verify --repair` rebuilds a lost registry from
+    .mlbuild/roots/<key>.json GC roots, mirrored as files (they survive a lost registry too)
     .mlbuild/tmp/             entries being written (never visible as entries)
     .mlbuild/locks/           one lock file per entry being realized, plus gc.lock
     .mlbuild/logs/<entry>.log builder logs
+    .mlbuild/quarantine/      entries `--repair` could not vouch for (moved here, never deleted)
+
+A directory is a store when it has the marker and a registry that agree (the
+same store id); opening a non-empty directory that is not a store is an error,
+so a mistyped ``--store`` never turns someone's folder into a store.
 
 Writes are crash-safe, in the order Nix's local store uses: write into a
-temporary directory inside the store, hash, make read-only, fsync, rename into
-place, and only then register the entry, its references and its deriver in one
-SQLite transaction.  An entry on disk that the registry doesn't know (a crash
-between rename and register) is invalid and is replaced on the next realize.
-Per-entry file locks make two processes realizing the same entry cooperate:
-one does the work, the other waits and finds it valid.  A running realize
-holds ``gc.lock`` shared; ``gc`` takes it exclusive.
+temporary directory inside the store, hash, make read-only, fsync, write the
+sidecar, rename into place, and only then register the entry, its references
+and its deriver in one SQLite transaction.  An entry on disk that the registry
+doesn't know (a crash between rename and register) is invalid: realize
+replaces it, `store verify --repair` re-hashes and registers it.  Per-entry
+file locks make two processes realizing the same entry cooperate: one does the
+work, the other waits and finds it valid.  A running realize (and `lock`)
+holds ``gc.lock`` shared; ``gc`` takes it exclusive.  ``gc`` only ever deletes
+registered, unreachable entries: what it cannot account for is left alone.
+
+A store on a read-only file system opens read-only (SQLite ``immutable``):
+what only reads (a realize whose entries are all valid, ``store verify``)
+works; whatever must write says the store is read-only.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import glob
+import hashlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import stat
 import threading
+import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -38,6 +58,16 @@ if TYPE_CHECKING:
     from .hashing import ContentHash, Method
 
 SCHEMA_VERSION = 1
+MARKER_FORMAT = 1
+SIDECAR_FORMAT = 1
+# An entry name must leave room for ".lock"/".json"/".log" and staging suffixes under NAME_MAX (255).
+MAX_ENTRY_NAME = 240
+REPAIR_HINT = ("run `mlbuild store verify --repair`: it moves a damaged registry aside (never deleting it) "
+               "and rebuilds it from the entries on disk")
+ENTRY_RE = re.compile(r"^[0-9a-f]{32}-.+$")
+# Names at a store root that are the store's own: a new store may be made in a directory holding
+# only these (the project's `store/` keeps a README.md), and gc never lists or touches them.
+OWN_NAMES = (".mlbuild", "CACHEDIR.TAG", "README.md")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
@@ -56,7 +86,7 @@ CREATE TABLE IF NOT EXISTS refs (
     PRIMARY KEY (referrer, reference)
 );
 CREATE TABLE IF NOT EXISTS roots (
-    root TEXT NOT NULL,          -- "lock:<abs path>:<sha256 of the lock>" or "result:<entry>"
+    root TEXT NOT NULL,          -- "lock:<abs path of the lockfile>" or "result:<entry>"
     entry TEXT NOT NULL,
     PRIMARY KEY (root, entry)
 );
@@ -77,6 +107,14 @@ class EntryInfo(NamedTuple):
     references: tuple[str, ...]
 
 
+class GcReport(NamedTuple):
+    """What `gc` removed (or would remove): entries and stale temporaries, with sizes in bytes."""
+
+    entries: list[tuple[str, int]]
+    temporaries: list[tuple[str, int]]  # paths relative to the store root
+    left_alone: list[str]  # names at the store root that are not mlbuild's
+
+
 class LockBusy(Exception):
     """A non-waiting :func:`file_lock` found the lock held by another process."""
 
@@ -85,16 +123,38 @@ class LockBusy(Exception):
 def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
     """Hold an flock on ``path`` (created if missing) for the ``with`` block.
 
-    ``wait=False`` raises :class:`LockBusy` at once instead of waiting for the holder."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    ``wait=False`` raises :class:`LockBusy` at once instead of waiting for the holder.
+    On a read-only file system the lock is taken on a read-only descriptor, or (when the
+    lock file does not exist and cannot be made) not at all: nobody can write there anyway."""
     try:
+        fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:
         try:
-            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            raise LockBusy(str(path)) from None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            fd = _readonly_fd(path, e)
+    except OSError as e:
+        fd = _readonly_fd(path, e)
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise LockBusy(str(path)) from None
         yield
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
+
+
+def _readonly_fd(path: Path, e: OSError) -> int | None:
+    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
+        raise StoreError(f"cannot open the lock file `{path}`: {e.strerror or e}") from e
+    try:
+        return os.open(path, os.O_RDONLY)
+    except OSError:
+        return None
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
@@ -106,6 +166,32 @@ def default_root(cli_value: str | None) -> Path:
         return Path(cli_value)
     env = os.environ.get("MLBUILD_STORE")
     return Path(env) if env else Path("store")
+
+
+def basename_problem(name: str) -> str | None:
+    """Why ``name`` cannot be the name part of a store entry (None: it can)."""
+    if not name:
+        return "it is empty"
+    if "/" in name or "\\" in name:
+        return "it contains a path separator; an entry name is a single file name"
+    if name in (".", "..") or name.startswith("."):
+        return "it starts with `.`"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "it contains control characters"
+    n = len(name.encode("utf-8", "surrogateescape"))
+    if n > MAX_ENTRY_NAME - 33:
+        return f"it is {n} bytes long; the store allows at most {MAX_ENTRY_NAME - 33}"
+    return None
+
+
+def check_entry_name(name: str) -> None:
+    """Raise a StoreError unless ``name`` (``<digest>-<basename>``) can be an entry of the store."""
+    base = name.split("-", 1)[1] if ENTRY_RE.match(name) else name
+    why = basename_problem(base)
+    if why is not None or not ENTRY_RE.match(name):
+        raise StoreError(f"`{name[:80]}{'...' if len(name) > 80 else ''}` cannot be a store entry name: "
+                         f"{why or 'expected <32 hex digits>-<name>'}",
+                         hints=["give the artifact (or its file) a shorter, plain file name"])
 
 
 def _fsync_tree(path: Path) -> None:
@@ -121,6 +207,25 @@ def _fsync_tree(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, doc: Any) -> None:
+    """Write canonical JSON to ``path`` via a temporary file, fsync and rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
 
 
 def _make_readonly(path: Path) -> None:
@@ -161,63 +266,243 @@ def remove_path(path: Path) -> None:
         path.unlink()
 
 
-def _lock_root_current(root: str) -> bool:
-    """A ``lock:<path>:<sha256>`` root holds while that lockfile exists with those bytes."""
-    path, _, digest = root[len("lock:"):].rpartition(":")
-    if not path or len(digest) != 64:  # an older form: ``lock:<path>``
-        path, digest = root[len("lock:"):], ""
+def path_size(path: Path) -> int:
+    """Bytes under ``path`` (a file, link or directory), without following links."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        st = path.lstat()
+    except OSError:
+        return 0
+    if stat.S_ISDIR(st.st_mode):
+        return sum(path_size(c) for c in path.iterdir())
+    return st.st_size
+
+
+def lock_root(lock_path: Path) -> str:
+    """The GC root of a lockfile: its absolute path, not its bytes (it follows relocking)."""
+    return f"lock:{Path(lock_path).resolve()}"
+
+
+_OLD_LOCK_ROOT = re.compile(r"^(?P<path>.+):[0-9a-f]{64}$")
+
+
+def _lock_root_path(root: str) -> str:
+    """The lockfile path of a ``lock:`` root (an older form also carried the lock's sha256)."""
+    body = root[len("lock:"):]
+    m = _OLD_LOCK_ROOT.match(body)
+    return m.group("path") if m else body
+
+
+def _pinned_entries(lock_file: str) -> set[str] | None:
+    """Every fixed entry a lockfile pins (all platforms, archives too), read now; None if unreadable."""
+    from . import lock as lockmod
+    from .errors import MlbuildError
+    from .graph import archive_file, file_entry, fixed_entry
+
+    try:
+        lk = lockmod.read(Path(lock_file))
+    except (MlbuildError, OSError, ValueError):
+        return None
+    out: set[str] = set()
+    for a in lk.artifacts.values():
+        out.add(fixed_entry(a))
+        arch = archive_file(a)
+        if arch is not None:
+            out.add(file_entry(arch))
+    return out
+
+
+def _is_read_only(path: Path) -> bool:
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return True
     except OSError:
         return False
-    import hashlib
-
-    return not digest or hashlib.sha256(data).hexdigest() == digest
+    return not os.access(path, os.W_OK)
 
 
 class Store:
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root.absolute()
         self.meta = self.root / ".mlbuild"
-        if not self.meta.is_dir():
-            if not create:
-                raise StoreError(f"`{root}` is not an mlbuild store", hints=["realize something first, or pass `--store DIR`"])
-            try:
-                for sub in ("tmp", "locks", "logs"):
-                    (self.meta / sub).mkdir(parents=True, exist_ok=True)
-                tag = root / "CACHEDIR.TAG"
-                if not tag.exists():
-                    tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n# mlbuild store: contents are rebuilt or refetched on demand\n")
-            except OSError as e:
-                raise StoreError(f"cannot create the store at `{root}`: {e}") from e
+        self.registry_path = self.meta / "db.sqlite"
+        self.marker_path = self.meta / "store.json"
         self._local = threading.local()  # one SQLite connection per thread
         self._conns: list[sqlite3.Connection] = []
         self._conns_lock = threading.Lock()
+        if not self.meta.is_dir():
+            if self.root.exists() and not self.root.is_dir():
+                raise StoreError(f"`{root}` is not a directory, so it cannot be a store",
+                                 hints=["pass `--store DIR` naming a new or empty directory, or an mlbuild store"])
+            if self.root.is_dir() and any(n not in OWN_NAMES for n in os.listdir(self.root)):
+                raise StoreError(f"`{root}` is not empty and is not an mlbuild store (no `.mlbuild/store.json`)",
+                                 hints=["pass `--store DIR` naming a new or empty directory, or an mlbuild store"])
+            if not create:
+                raise StoreError(f"`{root}` is not an mlbuild store",
+                                 hints=["realize something first, or pass `--store DIR`"])
+            self._create()
+        elif not self.marker_path.exists() and not self.registry_path.exists() and create \
+                and not self.on_disk() and not any((self.meta / "meta").glob("*.json")):
+            self._create()  # a creation cut short before its registry was written: nothing to lose
+        self.read_only = _is_read_only(self.meta)
 
-    # ------------------------------------------------------------------ db
+    def _create(self) -> None:
+        try:
+            for sub in ("tmp", "locks", "logs", "meta", "roots"):
+                (self.meta / sub).mkdir(parents=True, exist_ok=True)
+            store_id = os.urandom(16).hex()
+            self._init_registry(store_id)
+            write_json_atomic(self.marker_path, {"format": MARKER_FORMAT, "store_id": store_id})
+            tag = self.root / "CACHEDIR.TAG"
+            if not tag.exists():
+                tag.write_text("Signature: 8a477f597d28d172789f06886806bc55\n"
+                               "# mlbuild store: contents are rebuilt or refetched on demand\n")
+        except OSError as e:
+            raise StoreError(f"cannot create the store at `{self.root}`: {e.strerror or e}") from e
+
+    def _init_registry(self, store_id: str) -> None:
+        """A fresh, empty registry recording ``store_id`` (the caller made sure none is there)."""
+        db = sqlite3.connect(self.registry_path, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('store_id', ?)", (store_id,))
+        finally:
+            db.close()
+
+    # ------------------------------------------------------------------ marker and registry
+    def marker_id(self) -> str | None:
+        """The store id the marker records (None: no marker); a damaged marker is an error."""
+        try:
+            doc = json.loads(self.marker_path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StoreError(f"the store marker `{self.marker_path}` is unreadable: {e}", hints=[REPAIR_HINT]) from e
+        if not isinstance(doc, dict) or not isinstance(doc.get("store_id"), str) or doc.get("format") != MARKER_FORMAT:
+            raise StoreError(f"the store marker `{self.marker_path}` is not an mlbuild store marker "
+                             f"(expected format {MARKER_FORMAT} with a store id)", hints=[REPAIR_HINT])
+        return str(doc["store_id"])
+
+    def db_error(self, e: sqlite3.Error) -> StoreError:
+        """The StoreError an SQLite failure on the registry means."""
+        code = getattr(e, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary == 8:  # SQLITE_READONLY
+            return StoreError(f"the store `{self.root}` is read-only: cannot write its registry ({e})",
+                              hints=["use a writable store (`--store DIR`), or make this one writable"])
+        if primary in (5, 6):  # SQLITE_BUSY, SQLITE_LOCKED
+            return StoreError(f"the store registry `{self.registry_path}` is busy: {e}",
+                              hints=["another mlbuild is writing to it; try again when it has finished"])
+        if primary in (10, 13):  # SQLITE_IOERR, SQLITE_FULL
+            return StoreError(f"cannot read or write the store registry `{self.registry_path}`: {e}",
+                              hints=["check free space and the file system of the store"])
+        if primary == 19:  # SQLITE_CONSTRAINT: e.g. a reference to an entry another process just removed
+            return StoreError(f"the store registry `{self.registry_path}` refused an update: {e}",
+                              hints=["run the command again; if it persists, `mlbuild store verify`"])
+        return StoreError(f"the store registry `{self.registry_path}` is damaged: {e}", hints=[REPAIR_HINT])
+
     @property
     def db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.meta / "db.sqlite", timeout=60, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
-            row = None
-            try:
-                row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            except sqlite3.OperationalError:
-                pass
-            if row is None or int(row[0]) == SCHEMA_VERSION and not _has_table(db, "realisations"):
-                db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
-                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise StoreError(f"store `{self.root}` has registry schema {row[0]}, this mlbuild reads {SCHEMA_VERSION}")
+            db = self._open_registry()
             self._local.db = db
             with self._conns_lock:
                 self._conns.append(db)
         return db
+
+    def _open_registry(self) -> sqlite3.Connection:
+        marker = self.marker_id()
+        if not self.registry_path.exists():
+            raise StoreError(f"the store registry `{self.registry_path}` is missing", hints=[REPAIR_HINT])
+        try:
+            if self.read_only:
+                uri = "file:" + urllib.parse.quote(str(self.registry_path)) + "?mode=ro&immutable=1"
+                db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                db = sqlite3.connect(self.registry_path, timeout=60, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise self.db_error(e) from e
+        try:
+            if not self.read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            if not _has_table(db, "meta") or not _has_table(db, "entries"):
+                raise StoreError(f"the store registry `{self.registry_path}` has no mlbuild tables",
+                                 hints=[REPAIR_HINT])
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            version = meta.get("schema_version")
+            if version != str(SCHEMA_VERSION):
+                raise StoreError(f"store `{self.root}` has registry schema {version}, this mlbuild reads "
+                                 f"{SCHEMA_VERSION}", hints=["use the mlbuild that made this store, or a new store"])
+            if not _has_table(db, "realisations") and not self.read_only:
+                db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
+            registry_id = meta.get("store_id")
+            if marker is None and registry_id is None and not self.read_only:
+                # a store made before markers existed: adopt it
+                registry_id = os.urandom(16).hex()
+                db.execute("INSERT INTO meta VALUES ('store_id', ?)", (registry_id,))
+            if marker is None and registry_id is not None and not self.read_only:
+                write_json_atomic(self.marker_path, {"format": MARKER_FORMAT, "store_id": registry_id})
+                marker = registry_id
+            if marker is not None and registry_id != marker:
+                raise StoreError(
+                    f"the store registry `{self.registry_path}` does not belong to this store: it records store id "
+                    f"{registry_id or '(none)'}, the marker `{self.marker_path}` says {marker}",
+                    hints=[REPAIR_HINT])
+        except sqlite3.Error as e:
+            db.close()
+            raise self.db_error(e) from e
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def registry_problem(self) -> str | None:
+        """Why the registry cannot be trusted (missing, damaged, another store's), or None."""
+        try:
+            rows = self._x("PRAGMA quick_check")  # opening checks the marker, schema and store id
+        except StoreError as e:
+            return e.message
+        if rows != [("ok",)]:
+            detail = "; ".join(str(r[0]) for r in rows[:3])
+            return f"the store registry `{self.registry_path}` is damaged: {detail}"
+        return None
+
+    def _x(self, sql: str, params: Iterable[Any] = ()) -> list[Any]:
+        """Run one statement on the registry; every SQLite failure becomes a StoreError."""
+        try:
+            return self.db.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as e:
+            raise self.db_error(e) from e
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite failures become StoreErrors, anything raised rolls back."""
+        self.require_writable("update its registry")
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as e:
+            raise self.db_error(e) from e
+        try:
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise self.db_error(e) from e
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
+
+    def require_writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"the store `{self.root}` is read-only; cannot {what}",
+                             hints=["use a writable store (`--store DIR`), or make this one writable"])
 
     def close(self) -> None:
         with self._conns_lock:
@@ -231,34 +516,43 @@ class Store:
         return self.root / name
 
     def is_valid(self, name: str) -> bool:
-        row = self.db.execute("SELECT 1 FROM entries WHERE name=?", (name,)).fetchone()
-        return row is not None and os.path.lexists(self.root / name)
+        row = self._x("SELECT 1 FROM entries WHERE name=?", (name,))
+        return bool(row) and os.path.lexists(self.root / name)
 
     def all_valid(self, names: list[str]) -> bool:
         if not names:
             return False
         marks = ",".join("?" * len(names))
-        (count,) = self.db.execute(f"SELECT count(*) FROM entries WHERE name IN ({marks})", names).fetchone()
+        ((count,),) = self._x(f"SELECT count(*) FROM entries WHERE name IN ({marks})", names)
         return bool(count == len(set(names)) and all(os.path.lexists(self.root / n) for n in names))
 
     def info(self, name: str) -> EntryInfo | None:
         from .hashing import ContentHash
 
-        row = self.db.execute(
-            "SELECT kind, method, size, sha256, blake3, deriver, sandbox FROM entries WHERE name=?", (name,)
-        ).fetchone()
-        if row is None:
+        rows = self._x("SELECT kind, method, size, sha256, blake3, deriver, sandbox FROM entries WHERE name=?", (name,))
+        if not rows:
             return None
-        refs = tuple(r[0] for r in self.db.execute(
-            "SELECT reference FROM refs WHERE referrer=? ORDER BY reference", (name,)))
-        return EntryInfo(name, row[0], ContentHash(row[1], row[2], row[3], row[4]), json.loads(row[5]), row[6], refs)
+        row = rows[0]
+        refs = tuple(r[0] for r in self._x("SELECT reference FROM refs WHERE referrer=? ORDER BY reference", (name,)))
+        try:
+            deriver = json.loads(row[5])
+        except ValueError as e:
+            raise StoreError(f"the store registry `{self.registry_path}` is damaged: the deriver of `{name}` "
+                             f"is not JSON", hints=[REPAIR_HINT]) from e
+        return EntryInfo(name, row[0], ContentHash(row[1], row[2], row[3], row[4]), deriver, row[6], refs)
 
     def entries(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT name FROM entries ORDER BY name")]
+        return [r[0] for r in self._x("SELECT name FROM entries ORDER BY name")]
 
-    def find_by_sha256(self, sha256: str) -> str | None:
-        row = self.db.execute("SELECT name FROM entries WHERE sha256=? LIMIT 1", (sha256,)).fetchone()
-        return row[0] if row else None
+    def find_by_sha256(self, sha256: str, method: str | None = None) -> str | None:
+        if method is None:
+            rows = self._x("SELECT name FROM entries WHERE sha256=? ORDER BY name", (sha256,))
+        else:
+            rows = self._x("SELECT name FROM entries WHERE sha256=? AND method=? ORDER BY name", (sha256, method))
+        for (name,) in rows:
+            if os.path.lexists(self.root / name):
+                return str(name)
+        return None
 
     def resolve(self, text: str) -> str:
         """Accept an entry name, a path to it, or a unique digest prefix."""
@@ -281,18 +575,51 @@ class Store:
             if n in seen:
                 continue
             seen.add(n)
-            todo.extend(r[0] for r in self.db.execute("SELECT reference FROM refs WHERE referrer=?", (n,)))
+            todo.extend(r[0] for r in self._x("SELECT reference FROM refs WHERE referrer=?", (n,)))
         return seen
 
     def log_path(self, name: str) -> Path:
         return self.meta / "logs" / f"{name}.log"
 
+    def sidecar_path(self, name: str) -> Path:
+        return self.meta / "meta" / f"{name}.json"
+
+    def read_sidecar(self, name: str) -> dict[str, Any] | None:
+        """The sidecar of ``name`` (None: none, or not a readable sidecar)."""
+        try:
+            doc = json.loads(self.sidecar_path(name).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT or doc.get("name") != name:
+            return None
+        return doc
+
+    def on_disk(self) -> list[str]:
+        """Every name at the store root except the store's own (:data:`OWN_NAMES`)."""
+        try:
+            names = os.listdir(self.root)
+        except OSError as e:
+            raise StoreError(f"cannot list the store `{self.root}`: {e.strerror or e}") from e
+        return sorted(n for n in names if n not in OWN_NAMES)
+
+    def unregistered(self) -> tuple[list[str], list[str]]:
+        """Names at the root the registry doesn't list: (mlbuild's: an entry with a sidecar, others)."""
+        registered = set(self.entries())
+        ours: list[str] = []
+        foreign: list[str] = []
+        for n in self.on_disk():
+            if n in registered:
+                continue
+            (ours if ENTRY_RE.match(n) and self.sidecar_path(n).exists() else foreign).append(n)
+        return ours, foreign
+
     # ------------------------------------------------------------------ locking
-    def session(self) -> contextlib.AbstractContextManager[None]:
-        """Held by every realize: keeps `gc` from deleting what it is about to use."""
-        return file_lock(self.meta / "locks" / "gc.lock", shared=True)
+    def session(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Held by every realize and lock: keeps `gc` from deleting what it is about to use."""
+        return file_lock(self.meta / "locks" / "gc.lock", shared=True, wait=wait)
 
     def entry_lock(self, name: str) -> contextlib.AbstractContextManager[None]:
+        check_entry_name(name)
         return file_lock(self.meta / "locks" / f"{name}.lock")
 
     @contextlib.contextmanager
@@ -303,11 +630,20 @@ class Store:
         attempts at the same entry are removed first.  Removed on exit unless
         committed (commit renames its ``out`` away).
         """
+        self.require_writable(f"write `{name}` into it")
         tmp_root = self.meta / "tmp"
-        for stale in tmp_root.glob(f"{name}.*"):
-            remove_path(stale)
-        tmp = tmp_root / f"{name}.{os.getpid()}.{os.urandom(4).hex()}"
-        tmp.mkdir(parents=True)
+        key = name[:MAX_ENTRY_NAME - 40]
+        if "/" in key or key.startswith("."):
+            raise StoreError(f"`{name}` cannot name a staging directory", hints=["use a plain file name"])
+        try:
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            for stale in tmp_root.glob(f"{glob.escape(key)}.*"):
+                remove_path(stale)
+            tmp = tmp_root / f"{key}.{os.getpid()}.{os.urandom(4).hex()}"
+            tmp.mkdir()
+        except OSError as e:
+            raise StoreError(f"cannot make a staging directory for `{name}` in `{tmp_root}`: {e.strerror or e}",
+                             hints=["check free space and permissions of the store"]) from e
         try:
             yield tmp
         finally:
@@ -329,53 +665,71 @@ class Store:
     ) -> ContentHash:
         """Move ``staged`` (a file or directory) into place as ``name`` and register it.
 
-        ``expected``: the hash the bytes must have (fixed-output); a mismatch
-        raises and nothing enters the store.  ``known``: a hash the caller just
-        computed while writing (skips re-hashing).
+        ``expected``: the hash the bytes must have (fixed-output: sha256, size, and blake3
+        when given); a mismatch raises and nothing enters the store.  ``known``: a hash the
+        caller just computed while writing (skips re-hashing).
         """
+        check_entry_name(name)
+        self.require_writable(f"add `{name}`")
         if not os.path.lexists(staged):
             raise StoreError(f"builder produced no output for `{name}`")
         from .hashing import hash_path
 
         _make_readonly(staged)
         got = known if known is not None else hash_path(staged, method)
-        if expected is not None and (got.sha256 != expected.sha256 or got.size != expected.size):
+        if expected is not None and (got.sha256 != expected.sha256 or got.size != expected.size
+                                     or (expected.blake3 and got.blake3 != expected.blake3)):
+            what = (f"sha256 {expected.sha256} ({expected.size} bytes)" if got.sha256 != expected.sha256
+                    or got.size != expected.size else f"blake3 {expected.blake3}")
+            found = (f"{got.sha256} ({got.size} bytes)" if got.sha256 != expected.sha256 or got.size != expected.size
+                     else got.blake3)
             raise CorruptEntryError(
-                f"content of `{name}` does not match the lock: expected sha256 {expected.sha256} "
-                f"({expected.size} bytes), got {got.sha256} ({got.size} bytes)",
+                f"content of `{name}` does not match the lock: expected {what}, got {found}",
                 hints=["if upstream changed on purpose, run `mlbuild lock --update` for it"],
             )
+        refs = sorted(set(references) - {name})
+        for r in refs:
+            if not self._x("SELECT 1 FROM entries WHERE name=?", (r,)):
+                raise StoreError(f"`{name}` references `{r}`, which is not a valid entry")
+        deriver_json = json.dumps(deriver, sort_keys=True)
         _fsync_tree(staged)
         final = self.root / name
-        if os.path.lexists(final):  # left by a crash between rename and register
-            remove_path(final)
-        os.rename(staged, final)
-        fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        old = self.read_sidecar(name)
+        drvs = sorted(old.get("realisations", [])) if old and old.get("sha256") == got.sha256 else []
+        sidecar = {"format": SIDECAR_FORMAT, "name": name, "kind": kind, "method": method, "size": got.size,
+                   "sha256": got.sha256, "blake3": got.blake3, "deriver": deriver, "sandbox": sandbox,
+                   "references": refs, "realisations": drvs}
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        refs = sorted(set(references) - {name})
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        try:
+            write_json_atomic(self.sidecar_path(name), sidecar)
+            if os.path.lexists(final):  # left by a crash between rename and register
+                remove_path(final)
+            os.rename(staged, final)
+            _fsync_dir(self.root)
+        except OSError as e:
+            raise StoreError(f"cannot move `{name}` into the store `{self.root}`: {e.strerror or e}",
+                             hints=["check free space and permissions of the store"]) from e
+        with self._tx() as db:
             db.execute("DELETE FROM refs WHERE referrer=?", (name,))
             db.execute(
                 "INSERT INTO entries VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(name) DO UPDATE SET "
                 "kind=excluded.kind, method=excluded.method, size=excluded.size, sha256=excluded.sha256, "
                 "blake3=excluded.blake3, deriver=excluded.deriver, sandbox=excluded.sandbox",
-                (name, kind, method, got.size, got.sha256, got.blake3,
-                 json.dumps(deriver, sort_keys=True), sandbox),
+                (name, kind, method, got.size, got.sha256, got.blake3, deriver_json, sandbox),
             )
-            for r in refs:
-                if db.execute("SELECT 1 FROM entries WHERE name=?", (r,)).fetchone() is None:
-                    raise StoreError(f"`{name}` references `{r}`, which is not a valid entry")
-                db.execute("INSERT INTO refs VALUES (?,?)", (name, r))
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+            db.executemany("INSERT INTO refs VALUES (?,?)", [(name, r) for r in refs])
         return got
+
+    def write_sidecar(self, name: str, realisations: Iterable[str] = ()) -> None:
+        """(Re)write the sidecar of registered entry ``name`` from the registry."""
+        info = self.info(name)
+        if info is None:
+            raise StoreError(f"`{name}` is not a registered entry; it has no metadata to write")
+        drvs = set(realisations) | {r[0] for r in self._x("SELECT drv FROM realisations WHERE entry=?", (name,))}
+        write_json_atomic(self.sidecar_path(name), {
+            "format": SIDECAR_FORMAT, "name": name, "kind": info.kind, "method": info.hash.method,
+            "size": info.hash.size, "sha256": info.hash.sha256, "blake3": info.hash.blake3,
+            "deriver": info.deriver, "sandbox": info.sandbox, "references": list(info.references),
+            "realisations": sorted(drvs)})
 
     # ------------------------------------------------------------------ realisations
     def add_realisation(self, drv: str, entry: str) -> None:
@@ -383,21 +737,70 @@ class Store:
         info = self.info(entry)
         if info is None:
             raise StoreError(f"cannot record a realisation of `{drv}`: `{entry}` is not a valid entry")
-        self.db.execute("INSERT INTO realisations VALUES (?,?,?) ON CONFLICT(drv) DO UPDATE SET "
-                        "entry=excluded.entry, sha256=excluded.sha256", (drv, entry, info.hash.sha256))
+        with self._tx() as db:
+            db.execute("INSERT INTO realisations VALUES (?,?,?) ON CONFLICT(drv) DO UPDATE SET "
+                       "entry=excluded.entry, sha256=excluded.sha256", (drv, entry, info.hash.sha256))
+        try:
+            self.write_sidecar(entry, [drv])
+        except OSError as e:
+            raise StoreError(f"cannot write the metadata of `{entry}`: {e.strerror or e}") from e
 
     def realisation(self, drv: str) -> tuple[str, str] | None:
         """``(entry, sha256)`` that ``drv`` was last built into, or None."""
-        row = self.db.execute("SELECT entry, sha256 FROM realisations WHERE drv=?", (drv,)).fetchone()
-        return (row[0], row[1]) if row else None
+        rows = self._x("SELECT entry, sha256 FROM realisations WHERE drv=?", (drv,))
+        return (rows[0][0], rows[0][1]) if rows else None
+
+    # ------------------------------------------------------------------ roots
+    def _roots_file(self, root: str) -> Path:
+        return self.meta / "roots" / f"{hashlib.sha256(root.encode()).hexdigest()[:32]}.json"
 
     def add_roots(self, root: str, names: Iterable[str], *, replace: bool = True) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
-        if replace:
-            db.execute("DELETE FROM roots WHERE root=?", (root,))
-        db.executemany("INSERT OR IGNORE INTO roots VALUES (?,?)", [(root, n) for n in names])
-        db.execute("COMMIT")
+        """Root ``names`` under ``root``.  A read-only store is left as it is (nothing can collect it)."""
+        if self.read_only:
+            return
+        names = list(names)
+        with self._tx() as db:
+            if replace:
+                db.execute("DELETE FROM roots WHERE root=?", (root,))
+            db.executemany("INSERT OR IGNORE INTO roots VALUES (?,?)", [(root, n) for n in names])
+            rows = [r[0] for r in db.execute("SELECT entry FROM roots WHERE root=? ORDER BY entry", (root,))]
+        try:
+            write_json_atomic(self._roots_file(root), {"root": root, "entries": rows})
+        except OSError as e:
+            raise StoreError(f"cannot record the GC root {root}: {e.strerror or e}") from e
+
+    def add_lock_roots(self, lock_path: Path, names: Iterable[str]) -> None:
+        """Root ``names`` for as long as the lockfile at ``lock_path`` exists (whatever it holds then)."""
+        self.add_roots(lock_root(lock_path), names, replace=False)
+
+    def write_root_files(self) -> int:
+        """Mirror every root of the registry as a file (a store made before root files had none)."""
+        rows: dict[str, list[str]] = {}
+        for root, entry in self._x("SELECT root, entry FROM roots ORDER BY root, entry"):
+            rows.setdefault(root, []).append(entry)
+        written = 0
+        for root, entries in rows.items():
+            path = self._roots_file(root)
+            try:
+                current = json.loads(path.read_text()) if path.exists() else None
+            except (OSError, ValueError):
+                current = None
+            if current != {"root": root, "entries": entries}:
+                write_json_atomic(path, {"root": root, "entries": entries})
+                written += 1
+        return written
+
+    def root_files(self) -> list[dict[str, Any]]:
+        """The roots mirrored as files (what a rebuilt registry gets its roots from)."""
+        out = []
+        for p in sorted((self.meta / "roots").glob("*.json")):
+            try:
+                doc = json.loads(p.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(doc, dict) and isinstance(doc.get("root"), str) and isinstance(doc.get("entries"), list):
+                out.append(doc)
+        return out
 
     # ------------------------------------------------------------------ completion times
     # When an entry was completed is metadata about this store, never part of an entry:
@@ -419,32 +822,56 @@ class Store:
 
     # ------------------------------------------------------------------ gc / verify
     def live(self) -> set[str]:
-        """Everything reachable from a root whose owner still exists, plus every run result."""
+        """Everything reachable from a root whose owner still exists, plus every run result.
+
+        A lockfile root holds while a file is at its path; what it keeps is read from that
+        file now (every entry it pins, on every platform) plus what was realized for it."""
         roots: set[str] = set()
-        stale: list[str] = []
-        current: dict[str, bool] = {}
-        for root, entry in self.db.execute("SELECT root, entry FROM roots"):
+        stale: set[str] = set()
+        lock_files: dict[str, bool] = {}
+        for root, entry in self._x("SELECT root, entry FROM roots"):
             if root.startswith("lock:"):
-                if root not in current:
-                    current[root] = _lock_root_current(root)
-                if not current[root]:
-                    stale.append(root)
+                path = _lock_root_path(root)
+                if path not in lock_files:
+                    lock_files[path] = os.path.exists(path)
+                if not lock_files[path]:
+                    stale.add(root)
                     continue
             roots.add(entry)
-        roots.update(r[0] for r in self.db.execute("SELECT name FROM entries WHERE kind='run'"))
-        if stale:
-            self.db.executemany("DELETE FROM roots WHERE root=?", [(s,) for s in set(stale)])
+        registered = set(self.entries())
+        for path, exists in lock_files.items():
+            if exists:
+                roots.update((_pinned_entries(path) or set()) & registered)
+        roots.update(r[0] for r in self._x("SELECT name FROM entries WHERE kind='run'"))
+        roots &= registered
+        if stale and not self.read_only:
+            with self._tx() as db:
+                db.executemany("DELETE FROM roots WHERE root=?", [(s,) for s in sorted(stale)])
+            for s in stale:
+                with contextlib.suppress(OSError):
+                    self._roots_file(s).unlink()
         return self.closure(roots)
 
-    def gc(self, *, dry_run: bool) -> list[tuple[str, int]]:
+    def gc(self, *, dry_run: bool) -> GcReport:
+        if not dry_run:
+            self.require_writable("collect garbage")
         try:
             with file_lock(self.meta / "locks" / "gc.lock", wait=False):
+                problem = self.registry_problem()
+                if problem is not None:
+                    raise StoreError(f"{problem}; nothing was collected", hints=[REPAIR_HINT])
+                ours, _ = self.unregistered()
+                if ours:
+                    raise StoreError(
+                        f"{len(ours)} entries on disk are not in the registry ({', '.join(ours[:3])}"
+                        f"{', ...' if len(ours) > 3 else ''}): gc cannot tell what they need; nothing was collected",
+                        hints=["run `mlbuild store verify --repair` to register them (it re-hashes each one)"])
                 return self._collect(dry_run)
         except LockBusy:
-            raise StoreError("a `realize` is running on this store; nothing was collected",
+            raise StoreError("a `realize` is running on this store (or a `lock`); nothing was collected",
                              hints=["run `mlbuild gc` again when it has finished"]) from None
 
-    def _collect(self, dry_run: bool) -> list[tuple[str, int]]:
+    def _collect(self, dry_run: bool) -> GcReport:
         live = self.live()
         dead = [n for n in self.entries() if n not in live]
         # delete referrers before what they reference
@@ -452,7 +879,7 @@ class Store:
         remaining = set(dead)
         while remaining:
             batch = [n for n in remaining if not any(
-                r[0] in remaining for r in self.db.execute("SELECT referrer FROM refs WHERE reference=?", (n,)))]
+                r[0] in remaining for r in self._x("SELECT referrer FROM refs WHERE reference=?", (n,)))]
             if not batch:
                 batch = sorted(remaining)
             order.extend(sorted(batch))
@@ -460,23 +887,25 @@ class Store:
         freed: list[tuple[str, int]] = []
         for name in order:
             info = self.info(name)
-            size = info.hash.size if info else 0
-            freed.append((name, size))
+            freed.append((name, info.hash.size if info else 0))
             if not dry_run:
-                self.db.execute("DELETE FROM roots WHERE entry=?", (name,))
-                self.db.execute("DELETE FROM entries WHERE name=?", (name,))
+                with self._tx() as db:
+                    db.execute("DELETE FROM roots WHERE entry=?", (name,))
+                    db.execute("DELETE FROM realisations WHERE entry=?", (name,))
+                    db.execute("DELETE FROM entries WHERE name=?", (name,))
                 remove_path(self.root / name)
-                with contextlib.suppress(FileNotFoundError):
-                    self.log_path(name).unlink()
-        if not dry_run:  # unregistered leftovers and stale temporaries
-            for p in self.root.iterdir():
-                if p.name.startswith(".") or p.name in ("CACHEDIR.TAG", "README.md"):
-                    continue
-                if self.info(p.name) is None:
+                for extra in (self.sidecar_path(name), self.log_path(name)):
+                    with contextlib.suppress(FileNotFoundError):
+                        extra.unlink()
+        temporaries: list[tuple[str, int]] = []
+        tmp_root = self.meta / "tmp"
+        if tmp_root.is_dir():
+            for p in sorted(tmp_root.iterdir()):
+                temporaries.append((str(p.relative_to(self.root)), path_size(p)))
+                if not dry_run:
                     remove_path(p)
-            for p in (self.meta / "tmp").iterdir():
-                remove_path(p)
-        return freed
+        _, foreign = self.unregistered()
+        return GcReport(freed, temporaries, foreign)
 
     def verify_entry(self, name: str) -> tuple[bool, str]:
         info = self.info(name)
@@ -493,4 +922,6 @@ class Store:
             return False, f"unreadable: {e}"
         if got.sha256 != info.hash.sha256:
             return False, f"content changed: expected sha256 {info.hash.sha256}, found {got.sha256}"
+        if info.hash.blake3 and got.blake3 != info.hash.blake3:
+            return False, f"content changed: expected blake3 {info.hash.blake3}, found {got.blake3}"
         return True, "ok"

@@ -149,6 +149,8 @@ def test_unsafe_archive_is_refused_through_realize(locked: Project, case: str, t
     assert not (p.root / "escaped.txt").exists() and not (p.store_dir / "escaped.txt").exists()
     assert not Path("/tmp/mlbuild-test-absolute-escape.txt").exists()
     assert not list(p.store_dir.rglob("escaped.txt"))
-    # `lock` refuses it as well: the archive stays unpinned, with the reason
-    p.lock("--update", "archive")
-    assert "archive" not in lockmod.read(p.lock_path).artifacts
+    # `lock` refuses it as well: an error, and the lock is left as it was
+    before = p.lock_path.read_bytes()
+    r = p.lock("--update", "archive", expect=6)
+    assert r.error.startswith("error: refusing to unpack ")
+    assert p.lock_path.read_bytes() == before

@@ -132,13 +132,12 @@ def test_offline_lock_lists_unreachable_as_unpinned_and_writes_the_rest(project:
     p.cli("lock", "--check")
     r = p.cli("realize", "ghost", expect=4)
     assert "`ghost` is not pinned in the lock" in r.err
-    # online again: the next lock pins what it can and keeps ghost unpinned with the new reason
+    # online again: upstream answers 404 for ghost, which is an error (not "needs network"); the lock stays
     shutil.rmtree(mirror)
-    r = p.cli("lock")
-    lock2 = lockmod.read(p.lock_path)
-    assert lock2.artifacts == lock.artifacts
-    reason = lock2.unpinned["ghost"].reason
-    assert reason.startswith("needs network") and f"{p.server.base}/files/ghost.bin" in reason
+    before = p.lock_path.read_bytes()
+    r = p.cli("lock", expect=6)
+    assert "ghost" in r.error and "HTTP 404" in r.err
+    assert p.lock_path.read_bytes() == before
 
 
 # --------------------------------------------------------------------------- property tests
