@@ -351,12 +351,13 @@ def _(c: Ctx) -> None:
 def _mirror_secret(c: Ctx, url: str) -> None:
     mirror = c.tmp / "mirror"
     (mirror / "127.0.0.1").mkdir(parents=True)
-    secret = c.watch(c.tmp / "k_secret.txt", b"the secret\n")
+    secret_bytes = b"the secret\n"
+    c.watch(c.tmp / "k_secret.txt", secret_bytes)
     c.watch(c.tmp.parent / f"{c.tmp.name}-k_secret.txt", b"the secret too\n")
     c.p.write_manifest(f'[fetch.evil]\nurl = "{url}"\n')
     r = c.mlb("lock", "--mirror", str(mirror))
     expect("Traceback" not in r.err, f"a traceback:\n{r.err[-1500:]}")
-    expect(sha256(secret.read_bytes()) not in c.lock_text(), "the lock pins the secret's bytes")
+    expect(sha256(secret_bytes) not in c.lock_text(), "the lock pins the secret's bytes")
     expect("evil" not in pinned(c.lock_text()), f"a traversal URL was pinned:\n{r}")
     r.clear_error("evil")
 
