@@ -61,9 +61,7 @@ def jtype(v) -> str:
 def value_compared(key: str) -> bool:
     if key in TIMING_KEYS or key in BUILD_KEYS:
         return False
-    if key.startswith("result_") and key not in DETERMINISTIC_RESULTS:
-        return False
-    return True
+    return not (key.startswith("result_") and key not in DETERMINISTIC_RESULTS)
 
 
 # How the issuing of a performance run ended. The LoadGen pre-generates a fixed query schedule;
@@ -134,7 +132,7 @@ def assert_same_detail(a: list[dict], b: list[dict], *, what: str = "") -> None:
     assert ka == kb, f"{what}: key sequences differ"
     ea = [e for e in a if e["key"] != "warning_generic_message"]
     eb = [e for e in b if e["key"] != "warning_generic_message"]
-    for x, y in zip(ea, eb):
+    for x, y in zip(ea, eb, strict=True):
         k = x["key"]
         assert jtype(x["value"]) == jtype(y["value"]), f"{what}: type of {k}: {x['value']!r} vs {y['value']!r}"
         if value_compared(k) and k not in skip_values:

@@ -82,7 +82,8 @@ def test_arrays_with_data_pointers_and_response_cb(lg, tmp_path):
 
     def issue(ids, idx):
         n = len(ids)
-        lg.QuerySamplesCompleteArrays(ids, np.full(n, ptr, np.uint64), np.full(n, 4, np.uint64), response_cb=response_cb)
+        lg.QuerySamplesCompleteArrays(ids, np.full(n, ptr, np.uint64), np.full(n, 4, np.uint64),
+                                      response_cb=response_cb)
 
     sut = lg.ConstructSUTBatched(issue)
     qsl = null_qsl(lg, total=100)
@@ -101,7 +102,7 @@ def test_queue_sut_server_from_worker_thread(lg, tmp_path):
 
     def worker():
         while not stop.is_set():
-            ids, idx = lg.PollQueries(sut, 256, 0.01)
+            ids, _idx = lg.PollQueries(sut, 256, 0.01)
             if len(ids):
                 done.append(len(ids))
                 lg.QuerySamplesCompleteArrays(ids)
