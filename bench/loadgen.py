@@ -10,21 +10,28 @@ Figures (medians over --repeats runs):
                                and ConstructSUTBatched completing by return
                                value.
   * offline_1m_starttest_wall_s  wall time of StartTest for the same run.
-  * server_max_valid_qps_100ms  highest target QPS on a fixed ladder whose run
-                               is VALID (p99 <= 100 ms, early stopping met),
-                               --server-ms long runs. official: best of inline
-                               and fast SUTs; ours: best of ConstructQueueSUT
-                               (a worker thread polls and completes batches)
-                               and the batched inline SUT.
+  * server_max_valid_qps_100ms  highest target QPS on one ladder (the same for
+                               both sides) whose run is VALID (p99 <= 100 ms,
+                               early stopping met), --server-ms long runs.
+                               official: best of inline and fast SUTs; ours:
+                               best of ConstructQueueSUT (a worker thread polls
+                               and completes batches) and the batched inline SUT.
   * singlestream_loop_us_per_query  1e6 / result_qps_with_loadgen_overhead
                                (issue -> Python -> complete -> next issue);
-                               variants as for Offline. For scale: a Rust-only
-                               null SUT on the same core measures ~1.45 us
-                               (rust_loadgen_bindings/examples/null_ss.rs).
+                               variants as for Offline. The floor beside both:
+                               a Rust-only null SUT on the same core with the
+                               same settings (rust_loadgen_bindings/examples/
+                               null_ss.rs), the core's own per-query cost.
 
-Usage: python bench/loadgen.py [--json] [--repeats 3] [--wheel-dir DIR]
+Every figure names the winning variant of each side (reference_name, ours_name).
+Runs are interleaved: each repeat runs every (side, variant) once, the order of
+the sides alternating from repeat to repeat; figures are medians over repeats.
+
+Usage: python bench/loadgen.py [--json] [--repeats 3] [--wheel-dir DIR] [--null-ss BIN]
 Ours is imported from --wheel-dir (an unzipped wheel), $MLBUILD_LOADGEN_PATH,
-or the environment.
+or the environment. The floor binary: --null-ss, or built with cargo when
+$MLPERF_LOADGEN_SRC names the unpacked LoadGen sdist; otherwise the floor is
+reported as not measured.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # ---------------------------------------------------------------------------
@@ -77,14 +85,14 @@ def worker(spec: dict) -> dict:
 
         sut = lg.ConstructSUT(issue, lambda: None)
     elif variant == "fast":
-        def issue_fast(ids, idx):
+        def issue_fast(ids, _idx):
             complete([QSR(i, 0, 0) for i in ids])
 
         sut = lg.ConstructFastSUT(issue_fast, lambda: None)
     elif variant == "batched":
         complete_arrays = lg.QuerySamplesCompleteArrays
 
-        def issue_arrays(ids, idx):
+        def issue_arrays(ids, _idx):
             complete_arrays(ids)
 
         sut = lg.ConstructSUTBatched(issue_arrays)
@@ -97,7 +105,7 @@ def worker(spec: dict) -> dict:
 
         def work():
             while not stop.is_set():
-                ids, idx = poll(sut, 0, 0.002)
+                ids, _idx = poll(sut, 0, 0.002)
                 if len(ids):
                     complete_arrays(ids)
 
@@ -105,7 +113,7 @@ def worker(spec: dict) -> dict:
         th.start()
     else:
         raise SystemExit(f"unknown variant {variant}")
-    qsl = lg.ConstructQSL(24781, 64, lambda x: None, lambda x: None)
+    qsl = lg.ConstructQSL(QSL_TOTAL, QSL_PERF, lambda x: None, lambda x: None)
     with tempfile.TemporaryDirectory() as d:
         ls = lg.LogSettings()
         ls.log_output.outdir = d
@@ -134,7 +142,8 @@ def worker(spec: dict) -> dict:
 def run(backend: str, variant: str, scenario: str, settings: dict, env: dict, timeout: float = 300) -> dict:
     spec = dict(backend=backend, variant=variant, scenario=scenario, settings=settings)
     p = subprocess.run(
-        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env, timeout=timeout
+        [sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True, env=env,
+        timeout=timeout,
     )
     if p.returncode != 0:
         raise RuntimeError(f"{backend}/{variant}/{scenario} failed:\n{p.stdout}\n{p.stderr[-2000:]}")
@@ -143,10 +152,51 @@ def run(backend: str, variant: str, scenario: str, settings: dict, env: dict, ti
 
 OFFLINE = dict(min_duration_ms=0, offline_expected_qps=1.0, min_query_count=1_000_000)
 SS = dict(min_duration_ms=1000, single_stream_expected_latency_ns=2000.0, min_query_count=100)
-LADDER = {
-    "official": [100_000, 125_000, 150_000, 175_000, 200_000, 250_000, 300_000],
-    "ours": [200_000, 300_000, 400_000, 500_000, 600_000, 800_000, 1_000_000, 1_250_000, 1_500_000, 2_000_000],
+QSL_TOTAL, QSL_PERF = 24781, 64
+# One ladder for both sides: a side's figure is the highest rung it passes, so both must climb the same rungs.
+LADDER = [100_000, 125_000, 150_000, 175_000, 200_000, 250_000, 300_000, 400_000, 500_000, 600_000, 800_000,
+          1_000_000, 1_250_000, 1_500_000, 2_000_000]
+VARIANTS = {
+    "Offline": {"official": ("inline", "fast"), "ours": ("batched", "batched_ret")},
+    "SingleStream": {"official": ("inline", "fast"), "ours": ("batched", "batched_ret")},
+    "Server": {"official": ("inline", "fast"), "ours": ("queue", "batched")},
 }
+REPO = Path(__file__).resolve().parents[1]
+
+
+def interleaved(scenario: str, rep: int) -> list[tuple[str, str]]:
+    """Every (side, variant) of a scenario once; the side that goes first alternates by repeat."""
+    sides = ("official", "ours") if rep % 2 == 0 else ("ours", "official")
+    return [(side, v) for side in sides for v in VARIANTS[scenario][side]]
+
+
+def null_ss_binary(given: str | None, log: Callable[[str], None]) -> Path | None:
+    """The Rust-only null SUT (examples/null_ss.rs): --null-ss, else built with cargo if the sdist is known."""
+    if given:
+        return Path(given)
+    if not os.environ.get("MLPERF_LOADGEN_SRC"):
+        log("floor: not measured (pass --null-ss BIN or set MLPERF_LOADGEN_SRC to build it)")
+        return None
+    r = subprocess.run(["cargo", "build", "--release", "--example", "null_ss", "-p", "rust_loadgen_bindings",
+                        "--message-format", "short"], cwd=REPO, capture_output=True, text=True)
+    if r.returncode != 0:
+        log(f"floor: not measured (cargo build --example null_ss failed: {r.stderr.strip()[-500:]})")
+        return None
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    return target / "release" / "examples" / "null_ss"
+
+
+def run_null_ss(binary: Path) -> float:
+    """us/query of the Rust-only null SUT under SS settings (1e6 / QPS w/ loadgen overhead)."""
+    args = [str(binary), str(SS["single_stream_expected_latency_ns"]), str(SS["min_duration_ms"]), str(QSL_TOTAL),
+            str(QSL_PERF)]
+    p = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    if p.returncode != 0:
+        raise RuntimeError(f"{binary} failed:\n{p.stdout}\n{p.stderr[-2000:]}")
+    for line in p.stdout.splitlines():
+        if line.startswith("QPS w/ loadgen overhead"):
+            return 1e6 / float(line.split(":", 1)[1])
+    raise RuntimeError(f"{binary} printed no 'QPS w/ loadgen overhead' line:\n{p.stdout}")
 
 
 def server_settings(qps: int, ms: int) -> dict:
@@ -159,9 +209,9 @@ def server_settings(qps: int, ms: int) -> dict:
     )
 
 
-def server_search(backend: str, variant: str, ms: int, env: dict, log) -> int:
+def server_search(backend: str, variant: str, ms: int, env: dict, log: Callable[[str], None]) -> int:
     best = 0
-    for qps in LADDER[backend]:
+    for qps in LADDER:
         r = run(backend, variant, "Server", server_settings(qps, ms), env)
         log(f"  server {backend}/{variant} {qps}: {r['validity']} p99={r['p99_ns']} completed/s={r['completed_per_s']}")
         if r["validity"] != "VALID":
@@ -178,6 +228,7 @@ def main() -> None:
     ap.add_argument("--server-ms", type=int, default=2000)
     ap.add_argument("--wheel-dir", default=os.environ.get("MLBUILD_LOADGEN_PATH"))
     ap.add_argument("--only", default="offline,server,singlestream")
+    ap.add_argument("--null-ss", help="the built rust_loadgen_bindings/examples/null_ss binary (the floor)")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(json.loads(a.worker))))
@@ -190,44 +241,55 @@ def main() -> None:
     only = set(a.only.split(","))
     samples: dict[str, list[float]] = {}
 
-    def add(name, v):
+    def add(name: str, v: float) -> None:
         samples.setdefault(name, []).append(v)
 
+    floor_bin = null_ss_binary(a.null_ss, log) if "singlestream" in only else None
     for rep in range(a.repeats):
         log(f"repeat {rep + 1}/{a.repeats}")
         if "offline" in only:
-            for backend, variant in (("official", "inline"), ("official", "fast"), ("ours", "batched"), ("ours", "batched_ret")):
+            for backend, variant in interleaved("Offline", rep):
                 r = run(backend, variant, "Offline", OFFLINE, env)
-                log(f"  offline {backend}/{variant}: {r['samples_per_second']} samples/s, StartTest {r['wall_s']:.3f} s, {r['validity']}")
+                log(f"  offline {backend}/{variant}: {r['samples_per_second']} samples/s, "
+                    f"StartTest {r['wall_s']:.3f} s, {r['validity']}")
                 add(f"offline/{backend}/{variant}/sps", float(r["samples_per_second"]))
                 add(f"offline/{backend}/{variant}/wall", r["wall_s"])
         if "singlestream" in only:
-            for backend, variant in (("official", "inline"), ("official", "fast"), ("ours", "batched"), ("ours", "batched_ret")):
+            runs = interleaved("SingleStream", rep)
+            if floor_bin is not None:  # the floor runs between the two sides
+                runs.insert(len(runs) // 2, ("floor", "rust_null"))
+            for backend, variant in runs:
+                if backend == "floor":
+                    us = run_null_ss(floor_bin)
+                    log(f"  singlestream floor (Rust-only null SUT): {us:.2f} us/query")
+                    add("ss_floor", us)
+                    continue
                 r = run(backend, variant, "SingleStream", SS, env)
                 us = 1e6 / float(r["qps_with_overhead"])
                 log(f"  singlestream {backend}/{variant}: {us:.2f} us/query ({r['validity']})")
                 add(f"ss/{backend}/{variant}", us)
         if "server" in only:
-            for backend, variant in (("official", "inline"), ("official", "fast"), ("ours", "queue"), ("ours", "batched")):
+            for backend, variant in interleaved("Server", rep):
                 add(f"server/{backend}/{variant}", server_search(backend, variant, a.server_ms, env, log))
 
     med = {k: statistics.median(v) for k, v in samples.items()}
 
-    def best(prefix, backend, suffix="", higher=True):
+    def best(prefix: str, backend: str, suffix: str = "", higher: bool = True) -> tuple[float, str]:
         cands = {k: v for k, v in med.items() if k.startswith(f"{prefix}/{backend}/") and k.endswith(suffix)}
-        k = (max if higher else min)(cands, key=cands.get)
+        k = (max if higher else min)(cands, key=lambda c: cands[c])
         return cands[k], k.split("/")[2]
 
     figures = []
     if "offline" in only:
         o, ov = best("offline", "ours", "/sps")
         r, rv = best("offline", "official", "/sps")
-        figures.append(dict(name="offline_1m_samples_per_s", unit="samples/s", higher_is_better=True, ours=o, reference=r,
-                            reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
+        figures.append(dict(name="offline_1m_samples_per_s", unit="samples/s", higher_is_better=True, ours=o,
+                            reference=r, reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
+        # the wall time of the same runs the throughput figure picked
         ow = med[f"offline/ours/{ov}/wall"]
-        rw = min(med["offline/official/inline/wall"], med["offline/official/fast/wall"])
+        rw = med[f"offline/official/{rv}/wall"]
         figures.append(dict(name="offline_1m_starttest_wall_s", unit="s", higher_is_better=False, ours=ow, reference=rw,
-                            reference_name="mlperf_loadgen best", ours_name=f"mlbuild_loadgen {ov}"))
+                            reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
     if "server" in only:
         o, ov = best("server", "ours")
         r, rv = best("server", "official")
@@ -236,18 +298,26 @@ def main() -> None:
     if "singlestream" in only:
         o, ov = best("ss", "ours", higher=False)
         r, rv = best("ss", "official", higher=False)
-        figures.append(dict(name="singlestream_loop_us_per_query", unit="us/query", higher_is_better=False, ours=o,
-                            reference=r, reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}"))
+        fig = dict(name="singlestream_loop_us_per_query", unit="us/query", higher_is_better=False, ours=o,
+                   reference=r, reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}",
+                   floor=med.get("ss_floor"), floor_name="Rust-only null SUT (examples/null_ss.rs), same settings")
+        figures.append(fig)
 
     if a.json:
-        keys = ("name", "unit", "higher_is_better", "ours", "reference", "reference_name")
-        print(json.dumps({"figures": [{k: f[k] for k in keys} for f in figures]}))
+        # the required keys, the variant that won on our side, and the floor where there is one
+        keys = ("name", "unit", "higher_is_better", "ours", "reference", "reference_name", "ours_name", "floor",
+                "floor_name")
+        print(json.dumps({"figures": [{k: f[k] for k in keys if k in f} for f in figures]}))
         return
     print(f"\nmedians over {a.repeats} runs (all variants: {json.dumps({k: round(v, 3) for k, v in med.items()})})\n")
     print(f"{'figure':34} {'official (best)':>18} {'ours (best)':>16} {'ratio':>8}")
     for f in figures:
         ratio = f["ours"] / f["reference"] if f["higher_is_better"] else f["reference"] / f["ours"]
-        print(f"{f['name']:34} {f['reference']:>18,.3f} {f['ours']:>16,.3f} {ratio:>7.2f}x   ({f['reference_name']} vs {f['ours_name']})")
+        print(f"{f['name']:34} {f['reference']:>18,.3f} {f['ours']:>16,.3f} {ratio:>7.2f}x   "
+              f"({f['reference_name']} vs {f['ours_name']})")
+        if "floor" in f:
+            floor = "not measured" if f["floor"] is None else f"{f['floor']:,.3f}"
+            print(f"{'':34} floor: {floor} {f['unit']} ({f['floor_name']})")
 
 
 if __name__ == "__main__":

@@ -55,22 +55,24 @@ def main() -> int:
             out.mkdir()
             t0 = time.perf_counter()
             load("letterbox").build(
-                BuildContext(inputs={"dataset": args.dataset, "annotations": ann}, params={}, out=out, tmp=tmp, jobs=jobs)
+                BuildContext(inputs={"dataset": args.dataset, "annotations": ann}, params={}, out=out, tmp=tmp,
+                             jobs=jobs)
             )
             dt = time.perf_counter() - t0
             digest = hashlib.sha256((out / "tensors.bin").read_bytes()).hexdigest()
             return n / dt, digest
 
-        ours, ref, digests = [], [], set()
-        for i in range(args.repeats):
-            v, d = once(args.jobs)
-            ours.append(v)
-            digests.add(d)
-            v, d = once(1)
-            ref.append(v)
-            digests.add(d)
+        ours: list[float] = []
+        ref: list[float] = []
+        digests: set[str] = set()
+        for i in range(args.repeats):  # interleaved, the side that goes first alternating
+            for side in (("ours", "ref") if i % 2 == 0 else ("ref", "ours")):
+                v, d = once(args.jobs if side == "ours" else 1)
+                (ours if side == "ours" else ref).append(v)
+                digests.add(d)
             if not args.json:
-                print(f"round {i + 1}: jobs={args.jobs} {ours[-1]:.1f} images/s, jobs=1 {ref[-1]:.1f} images/s", file=sys.stderr)
+                print(f"round {i + 1}: jobs={args.jobs} {ours[-1]:.1f} images/s, jobs=1 {ref[-1]:.1f} images/s",
+                      file=sys.stderr)
     if len(digests) != 1:
         print(f"error: outputs differ between runs: {sorted(digests)}", file=sys.stderr)
         return 1

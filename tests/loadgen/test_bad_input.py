@@ -220,7 +220,7 @@ def test_completing_unknown_or_twice(lg, tmp_path):
     def issue(qs):
         ok = [lg.QuerySampleResponse(q.id, 0, 0) for q in qs]
         try:
-            lg.QuerySamplesComplete(ok + [lg.QuerySampleResponse(0x1234, 0, 0)])
+            lg.QuerySamplesComplete([*ok, lg.QuerySampleResponse(0x1234, 0, 0)])
         except lg.UnknownResponseIdError as e:
             errors.append(str(e))
         try:

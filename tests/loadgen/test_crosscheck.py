@@ -8,7 +8,8 @@ import pytest
 
 from ._logs import assert_same_detail, parse_detail, summary_result
 
-SEEDS = dict(qsl_rng_seed=2465351861681999779, sample_index_rng_seed=14276810075590677512, schedule_rng_seed=3936089224930324775)
+SEEDS = dict(qsl_rng_seed=2465351861681999779, sample_index_rng_seed=14276810075590677512,
+             schedule_rng_seed=3936089224930324775)
 
 SCENARIO_SETTINGS = {
     "SingleStream": dict(min_query_count=400, single_stream_expected_latency_ns=1_000_000.0),
@@ -49,5 +50,6 @@ def test_same_behaviour_as_official(run_backend, scenario, mode):
         acc_b = (ours["outdir"] / "mlperf_log_accuracy.json").read_text()
         assert acc_a == acc_b
         assert acc_b.count('"DEADBEEF"') >= 300  # MultiStream pads sets to whole queries
-    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json", "mlperf_log_trace.json"):
+    for name in ("mlperf_log_summary.txt", "mlperf_log_detail.txt", "mlperf_log_accuracy.json",
+                 "mlperf_log_trace.json"):
         assert (ours["outdir"] / name).exists()

@@ -82,7 +82,8 @@ def test_arrays_with_data_pointers_and_response_cb(lg, tmp_path):
 
     def issue(ids, idx):
         n = len(ids)
-        lg.QuerySamplesCompleteArrays(ids, np.full(n, ptr, np.uint64), np.full(n, 4, np.uint64), response_cb=response_cb)
+        lg.QuerySamplesCompleteArrays(ids, np.full(n, ptr, np.uint64), np.full(n, 4, np.uint64),
+                                      response_cb=response_cb)
 
     sut = lg.ConstructSUTBatched(issue)
     qsl = null_qsl(lg, total=100)
@@ -101,7 +102,7 @@ def test_queue_sut_server_from_worker_thread(lg, tmp_path):
 
     def worker():
         while not stop.is_set():
-            ids, idx = lg.PollQueries(sut, 256, 0.01)
+            ids, _idx = lg.PollQueries(sut, 256, 0.01)
             if len(ids):
                 done.append(len(ids))
                 lg.QuerySamplesCompleteArrays(ids)
@@ -159,8 +160,10 @@ def test_gil_released_while_core_runs(lg, tmp_path):
 
 
 def test_first_token_complete(lg, tmp_path):
+    tokens = 4
+
     def issue(qs):
-        rs = [lg.QuerySampleResponse(q.id, 0, 0, 1) for q in qs]
+        rs = [lg.QuerySampleResponse(q.id, 0, 0, tokens) for q in qs]
         lg.FirstTokenComplete(rs)
         lg.QuerySamplesComplete(rs)
 
@@ -168,10 +171,26 @@ def test_first_token_complete(lg, tmp_path):
     qsl = null_qsl(lg)
     s = settings(lg, "Server", min_query_count=600, use_token_latencies=True)
     lg.StartTestWithLogSettings(sut, qsl, s, log_settings(lg, tmp_path))
-    text = (tmp_path / "mlperf_log_summary.txt").read_text()
-    assert "First Token" in text or "TTFT" in text or "token" in text.lower()
     lg.DestroySUT(sut)
     lg.DestroyQSL(qsl)
+
+    detail = {}
+    for line in (tmp_path / "mlperf_log_detail.txt").read_text().splitlines():
+        e = json.loads(line[len(":::MLLOG "):])
+        detail.setdefault(e["key"], e["value"])
+    # every sample reported its first token and its token count: no error, a valid run
+    assert detail["num_errors"] == 0
+    assert detail["result_validity"] == "VALID"
+    assert result(tmp_path) == "VALID"
+    # a sample's first token comes no later than its completion
+    assert 0 < detail["result_first_token_min_latency_ns"] <= detail["result_min_latency_ns"]
+    assert detail["result_first_token_max_latency_ns"] <= detail["result_max_latency_ns"]
+    assert detail["result_first_token_mean_latency_ns"] <= detail["result_mean_latency_ns"]
+    # the token throughput counts the reported tokens: 4 per completed sample
+    per_sample = detail["result_completed_tokens_per_second"] / detail["result_completed_samples_per_sec"]
+    assert per_sample == pytest.approx(tokens, rel=0.05)
+    text = (tmp_path / "mlperf_log_summary.txt").read_text()
+    assert "TTFT Early Stopping Result:" in text and "Mean First Token latency (ns)" in text
 
 
 def test_batched_sut_completes_by_return_value(lg, tmp_path):

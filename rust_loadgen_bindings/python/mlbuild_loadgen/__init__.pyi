@@ -1,7 +1,53 @@
 """Typed stub of mlbuild_loadgen (the official mlperf_loadgen API plus extras)."""
 
+import sys
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, Protocol, SupportsIndex
+from typing import Any, ClassVar, Protocol, SupportsIndex, final
+
+__all__ = [
+    "ConfigError",
+    "ConstructFastSUT",
+    "ConstructQDL",
+    "ConstructQSL",
+    "ConstructQueueSUT",
+    "ConstructSUT",
+    "ConstructSUTBatched",
+    "DestroyFastSUT",
+    "DestroyQDL",
+    "DestroyQSL",
+    "DestroySUT",
+    "FirstTokenComplete",
+    "LoadgenConfigWarning",
+    "LoadgenError",
+    "LogOutputSettings",
+    "LogSettings",
+    "LoggingMode",
+    "PollQueries",
+    "QuerySample",
+    "QuerySampleResponse",
+    "QuerySamplesComplete",
+    "QuerySamplesCompleteArrays",
+    "QuerySamplesCompleteBuffer",
+    "ROUND_SEEDS",
+    "RegisterIssueQueryThread",
+    "StallError",
+    "StartTest",
+    "StartTestWithLogSettings",
+    "SutCallbackError",
+    "TestMode",
+    "TestScenario",
+    "TestSettings",
+    "U64Array",
+    "UnknownResponseIdError",
+    "VectorQuerySample",
+    "VectorQuerySampleResponse",
+    "__version__",
+    "apply_round_seeds",
+    "build_info",
+    "check_config",
+    "embedded_mlperf_conf",
+    "set_stall_timeout",
+]
 
 __version__: str
 
@@ -10,6 +56,7 @@ class _Buffer(Protocol):
 
 _U64s = U64Array | _Buffer | Sequence[int]
 
+@final
 class TestScenario:
     SingleStream: ClassVar[TestScenario]
     MultiStream: ClassVar[TestScenario]
@@ -22,6 +69,7 @@ class TestScenario:
     def value(self) -> int: ...
     def __int__(self) -> int: ...
 
+@final
 class TestMode:
     SubmissionRun: ClassVar[TestMode]
     AccuracyOnly: ClassVar[TestMode]
@@ -34,6 +82,7 @@ class TestMode:
     def value(self) -> int: ...
     def __int__(self) -> int: ...
 
+@final
 class LoggingMode:
     AsyncPoll: ClassVar[LoggingMode]
     EndOfTestOnly: ClassVar[LoggingMode]
@@ -45,6 +94,7 @@ class LoggingMode:
     def value(self) -> int: ...
     def __int__(self) -> int: ...
 
+@final
 class TestSettings:
     scenario: TestScenario
     mode: TestMode
@@ -93,7 +143,10 @@ class TestSettings:
         self, path: str, model: str, scenario: str, conf_type: int = 1, *, strict: bool = False
     ) -> int: ...
     def validate(self) -> None: ...
+    def __copy__(self) -> TestSettings: ...
+    def __deepcopy__(self, _memo: dict[int, Any], /) -> TestSettings: ...
 
+@final
 class LogOutputSettings:
     outdir: str
     prefix: str
@@ -103,6 +156,7 @@ class LogOutputSettings:
     copy_summary_to_stdout: bool
     def __init__(self) -> None: ...
 
+@final
 class LogSettings:
     log_output: LogOutputSettings
     log_mode: LoggingMode
@@ -110,27 +164,32 @@ class LogSettings:
     enable_trace: bool
     def __init__(self) -> None: ...
 
+@final
 class QuerySample:
     id: int
     index: int
-    def __init__(self, id: int = 0, index: int = 0) -> None: ...
+    def __new__(cls, id: int = 0, index: int = 0) -> QuerySample: ...
 
+@final
 class QuerySampleResponse:
     id: int
     data: int
     size: int
     n_tokens: int
-    def __init__(self, id: int = 0, data: int = 0, size: int = 0, n_tokens: int = 0) -> None: ...
+    def __new__(cls, id: int = 0, data: int = 0, size: int = 0, n_tokens: int = 0) -> QuerySampleResponse: ...
 
 class VectorQuerySample(list[QuerySample]): ...
 class VectorQuerySampleResponse(list[QuerySampleResponse]): ...
 
+@final
 class U64Array:
     """Read-only uint64 vector; supports the buffer protocol (format 'Q')."""
     def __len__(self) -> int: ...
-    def __getitem__(self, key: SupportsIndex | slice) -> Any: ...
+    def __getitem__(self, key: SupportsIndex | slice, /) -> Any: ...
     def __iter__(self) -> Any: ...
-    def __buffer__(self, flags: int, /) -> memoryview: ...
+    # the buffer protocol (bf_getbuffer) shows as a __buffer__ method from Python 3.12 on
+    if sys.version_info >= (3, 12):
+        def __buffer__(self, flags: int, /) -> memoryview: ...
     def tolist(self) -> list[int]: ...
 
 class LoadgenError(RuntimeError): ...
