@@ -431,3 +431,17 @@ def identity(pkg_dir: Path, builder_module: str, registry_modules: Iterable[str]
         assert f is not None
         files[f.relative_to(root).as_posix()] = _sha256(f)
     return CodeIdentity(tuple(sorted(mods)), files, why)
+
+
+def file_builder_identity(pkg_dir: Path, file: Path, registry_modules: Iterable[str]) -> CodeIdentity:
+    """A builder registered from a file outside the package: that file, plus the whole package
+    (an over-approximation: its imports of mlbuild are not followed)."""
+    mods = set(_all_modules(pkg_dir))
+    root = pkg_dir.parent
+    files: dict[str, str] = {f"builder-file/{file.name}": _sha256(file)}
+    for m in sorted(mods):
+        f = module_file(pkg_dir, m)
+        if f is not None:
+            files[f.relative_to(root).as_posix()] = _sha256(f)
+    files.update(native_files(pkg_dir))
+    return CodeIdentity(tuple(sorted(mods)), files, "a builder registered from a file outside mlbuild")

@@ -149,6 +149,9 @@ def builder_module_name(name: str) -> str:
 def builder_code(name: str) -> codeid.CodeIdentity:
     """The code builder ``name`` can run: its import closure's files and their digests."""
     registry = [builder_module_name(b) for b in builders.REGISTRY]
+    file = builders.registered_file(name)
+    if file is not None:  # a builder from outside the package may import any of it
+        return codeid.file_builder_identity(codeid.PACKAGE_DIR, file, registry)
     return codeid.identity(codeid.PACKAGE_DIR, builder_module_name(name), registry)
 
 

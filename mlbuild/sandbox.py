@@ -274,8 +274,8 @@ def run_builder(
             raise errors.BuildError(f"builder `{builder}` needs an `env` input holding `site-packages`")
         env_site = str(env_dir / "site-packages")
     package_dir = Path(__file__).resolve().parent
-    registered = builders.REGISTRY.get(builder, "")
-    builder_file = registered[len(builders.FILE_PREFIX):] if registered.startswith(builders.FILE_PREFIX) else None
+    registered = builders.registered_file(builder)
+    builder_file = str(registered) if registered is not None else None
     kind = mechanism(needs_network)
     sandbox = sandbox_name(needs_network)
     with _build_dir(entry) as tmp:

@@ -75,50 +75,58 @@ class BuildContext:
     input_hashes: Mapping[str, str] = field(default_factory=dict)  # input name -> its entry's content sha256
 
 
-# A REGISTRY value starting with this prefix names a builder module by its file path
-# (registered with `register`) instead of a module of this package.
-FILE_PREFIX = "file:"
+# Builders registered from a file outside the package (`register`): name -> absolute path.
+# Kept apart from REGISTRY so that REGISTRY stays a literal table: code identities follow
+# `load`'s dispatch through it statically (mlbuild.codeid).
+_FILES: dict[str, Path] = {}
 
 
 def register(name: str, path: Path) -> None:
     """Register the builder module file ``path`` (an absolute path to a ``.py`` file following the
     protocol above) as ``name``, for this process: a builder that lives outside mlbuild (a plugin,
-    or a probe in a test).  The sandbox hands the file to the builder subprocess, read-only."""
+    or a probe in a test).  The sandbox hands the file to the builder subprocess, read-only; its
+    code identity is the file plus the whole mlbuild package (it may import any of it)."""
     path = Path(path).resolve()
     if not path.is_file() or path.suffix != ".py":
         raise ValueError(f"a builder module must be an existing .py file, not {path}")
-    REGISTRY[name] = FILE_PREFIX + str(path)
+    _FILES[name] = path
+
+
+def registered_file(name: str) -> Path | None:
+    """The file a builder registered with `register` lives in (None for the package's builders)."""
+    return _FILES.get(name)
 
 
 def load(name: str) -> ModuleType:
     """Import the builder module registered as ``name``."""
     from .. import errors
 
-    try:
-        module = REGISTRY[name]
-    except KeyError:
-        raise errors.ManifestError(
-            f"unknown builder `{name}`",
-            hints=[f"known builders: {', '.join(sorted(REGISTRY))}"],
-        ) from None
-    if module.startswith(FILE_PREFIX):
+    file = _FILES.get(name)
+    if file is not None:
         import sys
         from importlib import util as importlib_util
 
         mod_name = f"mlbuild_builder_{name.replace('-', '_')}"
         if mod_name in sys.modules:
             return sys.modules[mod_name]
-        spec = importlib_util.spec_from_file_location(mod_name, module[len(FILE_PREFIX):])
+        spec = importlib_util.spec_from_file_location(mod_name, file)
         assert spec is not None and spec.loader is not None
         mod = importlib_util.module_from_spec(spec)
         sys.modules[mod_name] = mod
         spec.loader.exec_module(mod)
         return mod
+    try:
+        module = REGISTRY[name]
+    except KeyError:
+        raise errors.ManifestError(
+            f"unknown builder `{name}`",
+            hints=[f"known builders: {', '.join(sorted([*REGISTRY, *_FILES]))}"],
+        ) from None
     return importlib.import_module(f"{__name__}.{module}")
 
 
 def source_file(name: str) -> Path:
-    module = REGISTRY[name]
-    if module.startswith(FILE_PREFIX):
-        return Path(module[len(FILE_PREFIX):])
-    return Path(__file__).with_name(module + ".py")
+    file = _FILES.get(name)
+    if file is not None:
+        return file
+    return Path(__file__).with_name(REGISTRY[name] + ".py")
