@@ -442,8 +442,8 @@ class Store:
             registry_id = meta.get("store_id")
             if marker is None and registry_id is None and not self.read_only:
                 # a store made before markers existed: adopt it
-                registry_id = os.urandom(16).hex()
-                db.execute("INSERT INTO meta VALUES ('store_id', ?)", (registry_id,))
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('store_id', ?)", (os.urandom(16).hex(),))
+                registry_id = db.execute("SELECT value FROM meta WHERE key='store_id'").fetchone()[0]
             if marker is None and registry_id is not None and not self.read_only:
                 write_json_atomic(self.marker_path, {"format": MARKER_FORMAT, "store_id": registry_id})
                 marker = registry_id
