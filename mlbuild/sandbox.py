@@ -62,7 +62,7 @@ def _build_dir(entry: str) -> Iterator[Path]:
     every machine for the same derivation (as Nix's ``/build``), so paths that tools record
     (SBOMs, debug info) don't make outputs differ.  Falls back to a random directory when
     another process is building the same entry from another store."""
-    from .store import LockBusy, file_lock
+    from .locks import LockBusy, file_lock
 
     base = Path(tempfile.gettempdir()) / "mlbuild-build"
     base.mkdir(exist_ok=True)
@@ -346,7 +346,7 @@ def run_builder(
                     proc = subprocess.Popen(cmd, cwd=tmp / "work", env=env, stdin=subprocess.DEVNULL,
                                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
                                             start_new_session=True, pass_fds=(lifeline_r,) if kind != "bwrap" else (),
-                                            preexec_fn=preexec)  # noqa: PLW1509 - only without setpriv
+                                            preexec_fn=preexec)
                 except BaseException:
                     os.close(lifeline_w)
                     raise

@@ -36,8 +36,6 @@ works; whatever must write says the store is read-only.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import glob
 import hashlib
 import json
@@ -53,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import CorruptEntryError, StoreError
+from .locks import LockBusy, file_lock
 
 if TYPE_CHECKING:
     from .hashing import ContentHash, Method
@@ -113,48 +112,6 @@ class GcReport(NamedTuple):
     entries: list[tuple[str, int]]
     temporaries: list[tuple[str, int]]  # paths relative to the store root
     left_alone: list[str]  # names at the store root that are not mlbuild's
-
-
-class LockBusy(Exception):
-    """A non-waiting :func:`file_lock` found the lock held by another process."""
-
-
-@contextlib.contextmanager
-def file_lock(path: Path, *, shared: bool = False, wait: bool = True) -> Iterator[None]:
-    """Hold an flock on ``path`` (created if missing) for the ``with`` block.
-
-    ``wait=False`` raises :class:`LockBusy` at once instead of waiting for the holder.
-    On a read-only file system the lock is taken on a read-only descriptor, or (when the
-    lock file does not exist and cannot be made) not at all: nobody can write there anyway."""
-    try:
-        fd: int | None = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except FileNotFoundError:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            fd = _readonly_fd(path, e)
-    except OSError as e:
-        fd = _readonly_fd(path, e)
-    try:
-        if fd is not None:
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB))
-            except BlockingIOError:
-                raise LockBusy(str(path)) from None
-        yield
-    finally:
-        if fd is not None:
-            os.close(fd)
-
-
-def _readonly_fd(path: Path, e: OSError) -> int | None:
-    if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT):
-        raise StoreError(f"cannot open the lock file `{path}`: {e.strerror or e}") from e
-    try:
-        return os.open(path, os.O_RDONLY)
-    except OSError:
-        return None
 
 
 def _has_table(db: sqlite3.Connection, name: str) -> bool:
