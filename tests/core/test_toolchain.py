@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from mlbuild.manifest import Manifest
+from mlbuild.manifest import BuildDecl, Manifest, PypiDecl
 from tests.core.project import REPO, Project
 
 V1 = {"c++": "c++ (Stand-in 12.2.0-14) 12.2.0", "cc": "cc (Stand-in 12.2.0-14) 12.2.0",
@@ -173,11 +173,13 @@ def test_plan_cache_key_follows_the_host_tools(wheel_project: Project, tools: Pa
     monkeypatch.setenv("RUSTUP_HOME", str(rustup))
     p = wheel_project
 
-    def key() -> str | None:
-        return plancache.key(p.root / "manifests", p.lock_path, ["wheel"], {})
+    def key() -> str:
+        k = plancache.key(p.root / "manifests", p.lock_path, ["wheel"], {})
+        assert k is not None
+        return k
 
     k0 = key()
-    assert k0 is not None and key() == k0, "the key is stable while nothing changes"
+    assert key() == k0, "the key is stable while nothing changes"
     keys = {k0}
     write_tool(tools, "c++", CXX_V2)  # in-place compiler upgrade
     keys.add(key())
@@ -206,14 +208,16 @@ def test_the_shipped_wheel_build_runs_the_locked_maturin() -> None:
     locked = g.nodes[tools_set].artifact
     assert locked is not None and [f.package for f in locked.files] == ["maturin"]
     decl = m.decls[tools_set]
+    assert isinstance(decl, PypiDecl)
     assert any(r.startswith("maturin==") for r in decl.requirements), "maturin is pinned, not a range"
     assert "maturin" not in str(g.nodes["loadgen-pyo3"].fingerprint.get("extra", {})), \
         "the host's maturin plays no part in the wheel's identity"
     assert set(lock.toolchain) >= {"cxx", "cc", "rustc", "cargo"}
     # every environment is installed by the locked pip, not the host's
-    envs = [d for d in m.decls.values() if getattr(d, "builder", None) == "python-env"]
+    envs = [d for d in m.decls.values() if isinstance(d, BuildDecl) and d.builder == "python-env"]
     assert envs and all(d.inputs.get("installer") == "installer" for d in envs)
-    assert [r for r in m.decls["installer"].requirements] == ["pip==23.2.1"]
+    installer = m.decls["installer"]
+    assert isinstance(installer, PypiDecl) and list(installer.requirements) == ["pip==23.2.1"]
 
 
 def test_loadgen_builder_runs_maturin_from_its_tools_input(tmp_path: Path) -> None:
