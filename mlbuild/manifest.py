@@ -375,9 +375,9 @@ def _parse_build(ctx: _Ctx, t: Mapping[str, Any], kind: str) -> BuildDecl:
     ctx.check_keys(t, allowed)
     builder = "mlperf-run" if kind == "run" else ctx.string(t, "builder", required=True)
     assert builder is not None
-    if builder not in builders.REGISTRY:
+    if builder not in builders.names():
         raise ctx.err(f"unknown builder `{builder}`", "builder",
-                      (f"known builders: {', '.join(sorted(builders.REGISTRY))}",))
+                      (f"known builders: {', '.join(builders.names())}",))
     inputs = t.get("inputs", {})
     if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
         raise ctx.err("expected a table of input name -> target name", "inputs")

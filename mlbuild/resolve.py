@@ -13,17 +13,19 @@ the lock is left as it was.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from . import artifacts, lock as lockmod
+from . import artifacts
+from . import lock as lockmod
 from .errors import FetchError, MlbuildError, OfflineError, UsageError
 from .graph import fixed_entry, host_platform
 from .hashing import ContentHash, hash_path
-from .pypi import variant_name
 from .lock import Lock, LockedArtifact, Unpinned
 from .manifest import Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
+from .pypi import variant_name
 from .reporter import NullReporter, Reporter
 from .store import Store
 

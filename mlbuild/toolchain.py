@@ -78,9 +78,9 @@ def cargo_lock_digest(root: Path = ROOT) -> str | None:
 
 
 def manifest_needs_tools(manifest: Any) -> bool:
-    from .manifest import BuildDecl
-
-    return any(isinstance(d, BuildDecl) and d.builder in BUILDERS for d in manifest.decls.values())
+    # duck-typed (a build declaration has `builder`): importing mlbuild.manifest here would put the
+    # manifest reader, and through it every builder, into loadgen-wheel's code identity
+    return any(getattr(d, "builder", None) in BUILDERS for d in manifest.decls.values())
 
 
 def graph_needs_tools(graph: Any) -> list[str]:

@@ -92,6 +92,11 @@ def register(name: str, path: Path) -> None:
     _FILES[name] = path
 
 
+def names() -> list[str]:
+    """Every builder name this process knows: the package's and those registered from files."""
+    return sorted([*REGISTRY, *_FILES])
+
+
 def registered_file(name: str) -> Path | None:
     """The file a builder registered with `register` lives in (None for the package's builders)."""
     return _FILES.get(name)
@@ -120,7 +125,7 @@ def load(name: str) -> ModuleType:
     except KeyError:
         raise errors.ManifestError(
             f"unknown builder `{name}`",
-            hints=[f"known builders: {', '.join(sorted([*REGISTRY, *_FILES]))}"],
+            hints=[f"known builders: {', '.join(names())}"],
         ) from None
     return importlib.import_module(f"{__name__}.{module}")
 

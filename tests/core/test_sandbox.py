@@ -27,7 +27,7 @@ PROBE = Path(__file__).with_name("sandbox_probe.py")
 @pytest.fixture
 def probe(locked: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
     """A locked project where the test-only builder `sandbox-probe` is registered (in-process realizes)."""
-    monkeypatch.setattr(builders, "REGISTRY", dict(builders.REGISTRY))
+    monkeypatch.setattr(builders, "_FILES", dict(builders._FILES))
     builders.register("sandbox-probe", PROBE)
     yield locked
 
