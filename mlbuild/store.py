@@ -94,6 +94,10 @@ CREATE TABLE IF NOT EXISTS realisations (
     entry TEXT NOT NULL,         -- the entry its build produced (named over inputs' content)
     sha256 TEXT NOT NULL         -- that entry's content hash
 );
+CREATE TABLE IF NOT EXISTS completions (
+    entry TEXT PRIMARY KEY,      -- a result entry
+    completed_at REAL NOT NULL   -- when its realize completed (seconds since the epoch); never hashed
+);
 """
 
 
@@ -394,7 +398,7 @@ class Store:
             if version != str(SCHEMA_VERSION):
                 raise StoreError(f"store `{self.root}` has registry schema {version}, this mlbuild reads "
                                  f"{SCHEMA_VERSION}", hints=["use the mlbuild that made this store, or a new store"])
-            if not _has_table(db, "realisations") and not self.read_only:
+            if not (_has_table(db, "realisations") and _has_table(db, "completions")) and not self.read_only:
                 db.executescript(SCHEMA)  # idempotent: every statement is IF NOT EXISTS
             registry_id = meta.get("store_id")
             if marker is None and registry_id is None and not self.read_only:
@@ -762,20 +766,20 @@ class Store:
     # ------------------------------------------------------------------ completion times
     # When an entry was completed is metadata about this store, never part of an entry:
     # `mlbuild results` orders by it (entries' mtimes are normalised to 1).
-    _COMPLETIONS = "CREATE TABLE IF NOT EXISTS completions (entry TEXT PRIMARY KEY, completed_at REAL NOT NULL)"
-
     def record_completion(self, name: str, when: float | None = None) -> None:
+        """Record when result ``name`` was completed (metadata beside the entry, never inside it)."""
         import time
 
-        self.db.execute(self._COMPLETIONS)
-        self.db.execute("INSERT INTO completions VALUES (?,?) ON CONFLICT(entry) DO UPDATE SET "
-                        "completed_at=excluded.completed_at", (name, time.time() if when is None else when))
+        with self._tx() as db:
+            db.execute("INSERT INTO completions VALUES (?,?) ON CONFLICT(entry) DO UPDATE SET "
+                       "completed_at=excluded.completed_at", (name, time.time() if when is None else when))
 
     def completed_at(self, names: Iterable[str]) -> dict[str, float]:
         """Entry -> when it was completed (seconds since the epoch), for those recorded."""
-        self.db.execute(self._COMPLETIONS)
         want = set(names)
-        return {e: t for e, t in self.db.execute("SELECT entry, completed_at FROM completions") if e in want}
+        if not _has_table(self.db, "completions"):  # an older (or read-only) registry without the table
+            return {}
+        return {e: t for e, t in self._x("SELECT entry, completed_at FROM completions") if e in want}
 
     # ------------------------------------------------------------------ gc / verify
     def live(self) -> set[str]:

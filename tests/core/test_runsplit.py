@@ -143,7 +143,8 @@ def test_closure_lock_digest_ignores_unrelated_artifacts(inputs: Any) -> None:
     _, lk = inputs
     g = plan(inputs)
     info = g.nodes[RUN].fingerprint["lock"]
-    assert set(info["artifacts"]) == {"coco128", "data-deps", "loadgen-src", "run-deps", "yolox-nano-onnx"}
+    assert set(info["artifacts"]) == {"build-tools", "coco128", "data-deps", "installer", "loadgen-src", "run-deps",
+                                      "yolox-nano-onnx"}
     assert info["artifacts"]["yolox-nano-onnx"] == {
         "method": "flat", "sha256": lk.artifacts["yolox-nano-onnx"].hash.sha256}
     # an artifact the run does not use, added to the lock, changes nothing of the run
@@ -174,31 +175,32 @@ def test_results_are_ordered_by_recorded_completion(tmp_path: Path, capsys: pyte
     root = tmp_path / "store"
     store = Store(root)
     # names sort a < b < c, completion order is c, a, b: `results show` must pick b
-    _add_result(store, "aaaa-run", 1.0)
-    _add_result(store, "bbbb-run", 2.0)
-    _add_result(store, "cccc-run", 3.0)
-    _add_result(store, "dddd-run-performance", 4.0, part="performance")
-    store.record_completion("cccc-run", 1_000.0)
-    store.record_completion("aaaa-run", 2_000.0)
-    store.record_completion("bbbb-run", 3_000.0)
-    store.record_completion("dddd-run-performance", 4_000.0)
+    _add_result(store, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 1.0)
+    _add_result(store, "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-run", 2.0)
+    _add_result(store, "cccccccccccccccccccccccccccccccc-run", 3.0)
+    _add_result(store, "dddddddddddddddddddddddddddddddd-run-performance", 4.0, part="performance")
+    store.record_completion("cccccccccccccccccccccccccccccccc-run", 1_000.0)
+    store.record_completion("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 2_000.0)
+    store.record_completion("bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb-run", 3_000.0)
+    store.record_completion("dddddddddddddddddddddddddddddddd-run-performance", 4_000.0)
     store.close()
     assert main(["results", "--store", str(root), "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert [r["entry"] for r in rows] == ["cccc-run", "aaaa-run", "bbbb-run"]  # parts are not listed
+    want = ["c" * 32 + "-run", "a" * 32 + "-run", "b" * 32 + "-run"]
+    assert [r["entry"] for r in rows] == want  # parts are not listed
     assert [r["completed_at"] for r in rows] == [1000.0, 2000.0, 3000.0]
     assert main(["results", "show", "--store", str(root), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["metrics"]["samples_per_second"] == 2.0
     assert main(["results", "--store", str(root)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[1].startswith("1970-01-01 00:16:40") and lines[1].endswith("cccc-run")
+    assert lines[1].startswith("1970-01-01 00:16:40") and lines[1].endswith("cccccccccccccccccccccccccccccccc-run")
 
 
 def test_completion_times_live_outside_entries(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
-    _add_result(store, "aaaa-run", 1.0)
-    before = store.info("aaaa-run")
-    store.record_completion("aaaa-run", 5.0)
-    store.record_completion("aaaa-run", 7.0)
-    assert store.completed_at(["aaaa-run", "missing"]) == {"aaaa-run": 7.0}
-    assert store.info("aaaa-run") == before and store.verify_entry("aaaa-run") == (True, "ok")
+    _add_result(store, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 1.0)
+    before = store.info("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run")
+    store.record_completion("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 5.0)
+    store.record_completion("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 7.0)
+    assert store.completed_at(["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", "missing"]) == {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run": 7.0}
+    assert store.info("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run") == before and store.verify_entry("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run") == (True, "ok")
