@@ -44,6 +44,7 @@ _IMPORT_FUNCS = {("importlib", "import_module"), ("", "import_module"), ("", "__
                  ("importlib", "__import__")}
 _SKIP_DIRS = {"target", "__pycache__", ".pytest_cache"}
 _UNKNOWN = ast.Constant(value=None)  # a binding whose value cannot be known statically
+_MUTATORS = {"update", "setdefault", "__setitem__", "append", "extend", "insert", "add", "pop", "clear"}
 
 
 @dataclass
@@ -141,6 +142,9 @@ class _Strings:
                     for item in node.items:
                         if item.optional_vars is not None:
                             unknown(item.optional_vars)
+                elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        node.func.attr in _MUTATORS:
+                    unknown(node.func.value)  # `TABLE.update(...)`: its contents are no longer literal
         return out
 
     def resolve(self, e: ast.expr, local: dict[str, list[ast.expr]], params: set[str],
@@ -156,6 +160,8 @@ class _Strings:
         if isinstance(e, ast.JoinedStr):
             pieces: list[set[str]] = []
             for v in e.values:
+                if isinstance(v, ast.FormattedValue) and (v.conversion != -1 or v.format_spec is not None):
+                    return None
                 got = r(v.value) if isinstance(v, ast.FormattedValue) else r(v)
                 if got is None:
                     return None

@@ -216,3 +216,28 @@ def test_plan_cache_key_notices_a_new_native_source_file(pkg: Path) -> None:
     before = plancache.code_key(pkg)
     (pkg.parent / "native" / "src" / "extra.rs").write_text("// new\n")
     assert plancache.code_key(pkg) != before
+
+
+def test_a_table_of_module_names_is_followed_unless_it_can_change(pkg: Path) -> None:
+    """`import_module(TABLE[key])` follows the table's literal values; a table mutated anywhere is dynamic."""
+    params = pkg / "harness" / "params.py"
+    append(params, """
+
+        _PLUGINS = {"a": "mlbuild.harness.report", "b": "mlbuild.harness.logs"}
+
+
+        def _plugin(which: str) -> object:
+            import importlib
+
+            name = _PLUGINS[which]
+            return importlib.import_module(name)
+        """)
+    letterbox = identities(pkg)["letterbox"]
+    assert not letterbox.over_approximated
+    assert {"mlbuild.harness.report", "mlbuild.harness.logs"} <= set(letterbox.modules)
+    append(params, """
+
+        def _register(key: str, module: str) -> None:
+            _PLUGINS.update({key: module})
+        """)
+    assert "non-literal" in identities(pkg)["letterbox"].over_approximated
