@@ -123,6 +123,10 @@ class Realizer:
         running: dict[Future[None], str] = {}
         errors: list[BaseException] = []
 
+        def exclusive(node: Node) -> bool:
+            """Builders that measure the machine (``EXCLUSIVE = True``) run with nothing beside them."""
+            return node.builder is not None and bool(getattr(builders.load(node.builder), "EXCLUSIVE", False))
+
         def settled(n: str) -> None:
             for m in dependents[n]:
                 deps[m].discard(n)
@@ -141,8 +145,10 @@ class Realizer:
                                 settled(n)
                                 progress = True
                     for n in sorted(p for p in pending if not deps[p]):
-                        if len(running) >= self.jobs:
+                        if len(running) >= self.jobs or any(exclusive(nodes[m]) for m in running.values()):
                             break
+                        if exclusive(nodes[n]) and running:
+                            continue  # a measurement waits until it has the machine to itself
                         pending.discard(n)
                         running[pool.submit(self._realize_one, nodes[n], resolved[n])] = n
                 if not running:

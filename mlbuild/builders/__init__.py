@@ -12,6 +12,8 @@ importing anything heavy (numpy, onnxruntime... are imported inside ``build``):
   named ``env``, a store entry with a ``site-packages`` directory);
 - ``NEEDS_NETWORK``: True only for builders that must reach a package registry
   (compiling Rust crates); everything else runs without network where possible;
+- ``EXCLUSIVE``: True for builders that measure the machine (``mlperf-run``): the realizer
+  runs them with nothing else running beside them (default False);
 - ``build(ctx: BuildContext) -> None``: reads ``ctx.inputs`` (read-only store
   paths), writes its output into ``ctx.out`` (an empty directory that exists),
   logs through ``ctx.log`` and raises :class:`mlbuild.errors.InputError` (or

@@ -36,6 +36,9 @@ OPTIONAL_INPUTS: dict[str, str] = {}
 PARAMS = RUN_PARAMS  # the table lives in harness.runparams: the assembly (`mlperf-result`) shares it
 NEEDS_ENV = True
 NEEDS_NETWORK = False
+# A run measures the machine: the realizer starts it only when nothing else runs, and nothing
+# beside it (its accuracy and performance parts run one after the other, as one process did).
+EXCLUSIVE = True
 
 
 def _unit_interval(v: float) -> str | None:

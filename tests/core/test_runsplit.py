@@ -198,9 +198,79 @@ def test_results_are_ordered_by_recorded_completion(tmp_path: Path, capsys: pyte
 
 def test_completion_times_live_outside_entries(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
-    _add_result(store, "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 1.0)
-    before = store.info("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run")
-    store.record_completion("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 5.0)
-    store.record_completion("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", 7.0)
-    assert store.completed_at(["aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run", "missing"]) == {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run": 7.0}
-    assert store.info("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run") == before and store.verify_entry("aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa-run") == (True, "ok")
+    A = "a" * 32 + "-run"
+    _add_result(store, A, 1.0)
+    before = store.info(A)
+    store.record_completion(A, 5.0)
+    store.record_completion(A, 7.0)
+    assert store.completed_at([A, "missing"]) == {A: 7.0}
+    assert store.info(A) == before and store.verify_entry(A) == (True, "ok")
+
+
+# ------------------------------------------------------------------------------ measurements run alone
+
+
+class _Events:
+    """A Reporter that keeps the order in which builds started and finished."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def on_task_start(self, key: str, description: str, total: int | None = None) -> None:
+        self.events.append(f"start {key}")
+
+    def on_task_progress(self, key: str, advance: int) -> None:
+        pass
+
+    def on_task_done(self, key: str, message: str = "") -> None:
+        self.events.append(f"done {key}")
+
+    def on_message(self, message: str) -> None:
+        pass
+
+
+def _interleaved(events: list[str]) -> bool:
+    running = 0
+    for e in events:
+        running += 1 if e.startswith("start") else -1
+        if running > 1:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("exclusive", [False, True])
+def test_an_exclusive_builder_runs_with_nothing_beside_it(locked: Any, monkeypatch: pytest.MonkeyPatch,
+                                                          exclusive: bool) -> None:
+    from mlbuild import builders
+    from mlbuild.realize import Realizer
+
+    locked.append_manifest("""
+[build.slow-a]
+builder = "concat"
+inputs = {{ a = "hello" }}
+params = {{ sleep = 0.6, sep = "a" }}
+
+[build.slow-b]
+builder = "concat"
+inputs = {{ a = "hello" }}
+params = {{ sleep = 0.6, sep = "b" }}
+""")
+    locked.cli("realize", "hello")  # the fixed input, fetched from the loopback upstream
+    if exclusive:
+        monkeypatch.setattr(builders.load("concat"), "EXCLUSIVE", True, raising=False)
+    g = graph.plan(manifest.load(locked.root / "manifests"), lock.read(locked.lock_path), ["slow-a", "slow-b"])
+    store = Store(locked.store_dir)
+    events = _Events()
+    try:
+        Realizer(store, g, fetcher_factory=lambda: None, reporter=events, jobs=2).run()
+    finally:
+        store.close()
+    assert sorted(e for e in events.events if e.startswith("done")) == ["done build:slow-a", "done build:slow-b"]
+    assert _interleaved(events.events) is not exclusive, events.events
+
+
+def test_a_benchmark_run_is_exclusive() -> None:
+    from mlbuild import builders
+
+    assert builders.load("mlperf-run").EXCLUSIVE is True
+    assert not getattr(builders.load("mlperf-result"), "EXCLUSIVE", False)  # assembling measures nothing
