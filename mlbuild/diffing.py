@@ -260,8 +260,7 @@ def _classify(path: str) -> str:
         return "input"
     if head in TIMING_SECTIONS:
         return "timing"
-    leaf = path.rsplit(".", 1)[-1]
-    if head == "metrics" and any(t in leaf for t in TIMING_KEYS):
+    if head == "metrics" and any(t in rest for t in TIMING_KEYS):
         return "timing"
     return "output"
 

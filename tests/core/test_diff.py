@@ -69,7 +69,7 @@ def test_diff_of_two_results_separates_inputs_from_timing_and_machine(locked: Pr
         (d / "result.json").write_text(json.dumps({
             "run": {"entry": entry}, "params": {"sep": sep, "sleep": 0.0},
             "provenance": {"inputs": inputs, "lock": {"digest": "same lock"}},
-            "metrics": {"mAP": 40.0, "samples_per_second": sps},
+            "metrics": {"mAP": 40.0, "samples_per_second": sps, "latency_ns": {"p90": int(2e9 / sps)}},
             "performance": {"samples_per_second": sps, "latency_ns": {"mean": int(1e9 / sps)}},
             "system": {"cpu_model": cpu}}))
         dirs.append(d)
@@ -80,7 +80,8 @@ def test_diff_of_two_results_separates_inputs_from_timing_and_machine(locked: Pr
     assert sorted(rep["reused"]) == ["a", "b"]
     assert rep["outputs"] == [], "mAP is the same"
     assert {c["path"] for c in rep["timing_expected_to_differ"]} == {
-        "metrics.samples_per_second", "performance.samples_per_second", "performance.latency_ns.mean"}
+        "metrics.samples_per_second", "metrics.latency_ns.p90", "performance.samples_per_second",
+        "performance.latency_ns.mean"}
     assert rep["machine"] == [{"path": "system.cpu_model", "a": "cpu A", "b": "cpu B"}]
     text = p.cli("diff", str(dirs[0]), str(dirs[1])).out
     assert "params.sep" in text and "timing fields (measured; expected to differ)" in text
