@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ._logs import assert_same_detail, ending, first, parse_detail
+from ._logs import assert_same_detail, first, parse_detail, timing_outcome
 from .conftest import SAMPLES
 
 assert SAMPLES.is_dir(), f"the shared LoadGen samples are expected at {SAMPLES}"
@@ -23,8 +23,9 @@ TIMING_LABEL = re.compile(r"latency|per second|QPS w|Samples per second|estimate
 
 def summary_skeleton(text: str, *, ending_agnostic: bool = False) -> list[str]:
     """The summary modulo timing values. ``ending_agnostic``: also modulo the lines that follow
-    from how the issuing ended (validity, min duration, recommendations, query and error counts);
-    the caller checks those against the run's own detail log."""
+    from the run's timing outcome (validity, min duration, constraints, early stopping,
+    recommendations, query and error counts); the caller checks those against the run's own
+    detail log."""
     out = []
     in_recommendations = False
     for line in text.splitlines():
@@ -35,7 +36,8 @@ def summary_skeleton(text: str, *, ending_agnostic: bool = False) -> list[str]:
             if in_recommendations and line.startswith(" * "):
                 continue
             in_recommendations = False
-            if line.startswith(("Result is :", "  Min duration satisfied :")):
+            if line.startswith(("Result is :", "  Min duration satisfied :", "  Performance constraints satisfied :",
+                                "  Early stopping satisfied:")):
                 line = line.split(":", 1)[0] + ": <follows from the ending>"
             elif "ERROR" in line or line.startswith("No errors encountered"):
                 line = "<error count line>"
@@ -56,6 +58,8 @@ def assert_summary_agrees_with_detail(summary: str, detail: list[dict]) -> None:
     assert f"Result is : {first(detail, 'result_validity')}" in lines
     met = "Yes" if first(detail, "result_min_duration_met") else "NO"
     assert f"  Min duration satisfied : {met}" in lines
+    met = "Yes" if first(detail, "early_stopping_met") else "NO"
+    assert f"  Early stopping satisfied: {met}" in lines
     n = first(detail, "num_errors")
     assert lines[-1] == ("No errors encountered during test." if n == 0 else f"{n} ERROR{'S' if n > 1 else ''} "
                          "encountered. See detailed log.")
@@ -73,7 +77,7 @@ def assert_matches_golden(name: str, out: Path) -> None:
     o_sum = (out / "mlperf_log_summary.txt").read_text()
     if any(e["key"] == "result_validity" for e in ours):
         assert_summary_agrees_with_detail(o_sum, ours)
-    agnostic = ending(ours) != ending(golden)
+    agnostic = timing_outcome(ours) != timing_outcome(golden)
     assert summary_skeleton(o_sum, ending_agnostic=agnostic) == summary_skeleton(g_sum, ending_agnostic=agnostic)
 
 

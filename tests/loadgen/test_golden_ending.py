@@ -99,3 +99,30 @@ def test_the_summary_must_still_match(tmp_path: Path) -> None:
     s.write_text(s.read_text().replace("Result is : VALID", "Result is : INVALID"))
     with pytest.raises(AssertionError):
         assert_matches_golden("singlestream_perf", out)
+
+
+OFFLINE_GOLDEN = SAMPLES / "offline_perf_mlperf_log_detail.full.txt"
+
+
+def offline_met_min_duration() -> list[dict]:
+    """The official Offline sample as a slower machine would have logged it: its one query took
+    longer than min_duration, so the run is VALID and gives no reason."""
+    out = [e for e in parse_detail(OFFLINE_GOLDEN) if e["key"] != "result_invalid_reason"]
+    out = set_value(out, "result_min_duration_met", True)
+    return set_value(out, "result_validity", "VALID")
+
+
+def test_offline_min_duration_met_or_not_is_a_timing_outcome() -> None:
+    assert_same_detail(parse_detail(OFFLINE_GOLDEN), offline_met_min_duration(), what="offline")
+
+
+def test_offline_min_duration_flag_alone_is_inconsistent() -> None:
+    flipped = set_value(parse_detail(OFFLINE_GOLDEN), "result_min_duration_met", True)
+    with pytest.raises(AssertionError, match="validity does not follow from the result flags"):
+        assert_same_detail(parse_detail(OFFLINE_GOLDEN), flipped, what="offline")
+
+
+def test_offline_outcome_still_compares_everything_else() -> None:
+    changed = set_value(offline_met_min_duration(), "effective_samples_per_query", 7)
+    with pytest.raises(AssertionError, match="value of effective_samples_per_query"):
+        assert_same_detail(parse_detail(OFFLINE_GOLDEN), changed, what="offline")
