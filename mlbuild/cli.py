@@ -831,8 +831,8 @@ def cmd_results(ctx: Ctx) -> int:
             continue
         m = f"{row['map']:.3f}" if isinstance(row.get("map"), (int, float)) else "-"
         q = f"{row['samples_per_second']:.1f}" if isinstance(row.get("samples_per_second"), (int, float)) else "-"
-        print(f"{done:19s} {str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} "
-              f"{str(row.get('loadgen', '-')):8s} {m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
+        print(f"{done:19s} {row.get('scenario', '-')!s:12s} {row.get('mode', '-')!s:11s} "
+              f"{row.get('loadgen', '-')!s:8s} {m:>7s} {q:>10s} {row.get('validity', '-')!s:8s} {row['entry']}")
     return 0
 
 
@@ -1164,7 +1164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `mlbuild graph ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except BaseException as e:  # noqa: BLE001 - the one place errors are rendered
+    except BaseException as e:
         if isinstance(e, SystemExit):
             raise
         ctx.close()

@@ -52,7 +52,7 @@ from mlbuild.urls import BadURL, Resolver, check_url, hop_refusal, host_addresse
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
-__all__ = ["FileSpec", "Fetched", "Fetcher", "Attempt", "fetch_settings", "MAX_DOWNLOAD"]
+__all__ = ["MAX_DOWNLOAD", "Attempt", "Fetched", "Fetcher", "FileSpec", "fetch_settings"]
 
 CHUNK = 1 << 20  # bytes read/written per step: memory use is a small multiple of this
 USER_AGENT = "mlbuild/0.1 (fixed-output fetcher)"

@@ -42,7 +42,7 @@ from typing import IO, Literal
 
 from mlbuild.errors import ArchiveBombError, FetchError, UnsafeArchiveError, UsageError
 
-__all__ = ["unpack", "detect_format", "expansion_limit", "Format", "MAX_RATIO", "MIN_LIMIT", "MAX_LIMIT"]
+__all__ = ["MAX_LIMIT", "MAX_RATIO", "MIN_LIMIT", "Format", "detect_format", "expansion_limit", "unpack"]
 
 MAX_RATIO = 200.0  # an archive may expand to this many times its own size when pinning ...
 MIN_LIMIT = 16 << 20  # ... and always to this many bytes (small archives of zeros are fine) ...

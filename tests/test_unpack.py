@@ -20,7 +20,6 @@ import pytest
 from mlbuild.errors import FetchError, UnsafeArchiveError
 from mlbuild.unpack import detect_format, unpack
 
-
 # -- archive builders ----------------------------------------------------------------------
 
 

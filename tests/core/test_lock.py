@@ -221,7 +221,9 @@ def test_python_packages_locked_for_another_platform_are_refused(tmp_path):
     import pytest
 
     """A lock's wheels fit the platform it was made on; elsewhere realize says so, by name."""
-    from mlbuild import graph, lock as lockmod, manifest as manifestmod
+    from mlbuild import graph
+    from mlbuild import lock as lockmod
+    from mlbuild import manifest as manifestmod
     from mlbuild.errors import LockError
     from mlbuild.hashing import ContentHash
 

@@ -133,7 +133,7 @@ def test_retinanet_preprocess_meta(oi_pre):
     assert meta["shape"] == [4, 3, 800, 800] and meta["preprocess"] == "retinanet"
     assert meta["samples"][0]["file_name"] == "validation/data/0a1b.jpg"
     t = np.memmap(oi_pre / "tensors.bin", dtype=np.float32, mode="r", shape=(4, 3, 800, 800))
-    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+    assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
     # the red square covers the centre of every image after the 800x800 stretch
     assert t[0, 0, 400, 400] > 0.8 and t[0, 1, 400, 400] < 0.25
 

@@ -50,7 +50,7 @@ def test_builder_protocol(name):
     from mlbuild.builders import Param, load
 
     mod = load(name)
-    assert mod.NAME == name and isinstance(mod.VERSION, int) and mod.NEEDS_ENV is True
+    assert name == mod.NAME and isinstance(mod.VERSION, int) and mod.NEEDS_ENV is True
     assert mod.NEEDS_NETWORK is False and callable(mod.build)
     for key, p in mod.PARAMS.items():
         assert isinstance(p, Param) and p.doc, key

@@ -14,7 +14,6 @@ from mlbuild.harness import logs, summary
 
 from .conftest import YOLOX, build
 
-
 FAST = {"min_duration_ms": 0, "min_query_count": 16}
 
 
