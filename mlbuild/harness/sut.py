@@ -23,12 +23,16 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 LOADGEN_MODULES = {"official": "mlperf_loadgen", "pyo3": "mlbuild_loadgen"}
 
@@ -48,7 +52,7 @@ GRAPH_OPT_LEVELS = {
 }
 
 
-def import_loadgen(which: str):
+def import_loadgen(which: str) -> ModuleType:
     """The LoadGen module for param ``loadgen`` (the only place that chooses it)."""
     import importlib
 
@@ -78,7 +82,9 @@ def find_model(inp: Path) -> Path:
     raise InputError(f"{inp}: model input does not exist")
 
 
-def make_session(model: Path, *, intra_op_threads: int, inter_op_threads: int, graph_optimization_level: str):
+def make_session(
+    model: Path, *, intra_op_threads: int, inter_op_threads: int, graph_optimization_level: str
+) -> ort.InferenceSession:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -108,7 +114,7 @@ class ModelInfo:
         }
 
 
-def inspect_model(session, model_name: str) -> ModelInfo:
+def inspect_model(session: ort.InferenceSession, model_name: str) -> ModelInfo:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise InputError(f"{model_name}: model has {len(inputs)} inputs, expected 1 image input")
@@ -209,7 +215,18 @@ class Timeline:
 class Harness:
     """QSL + SUT around one session; ``run(settings, outdir)`` runs one LoadGen test."""
 
-    def __init__(self, lg, session, info: ModelInfo, tensors: Path, meta: dict[str, Any], post: Postprocessor, batch_size: int, perf_count: int, log: Callable[[str], None]):
+    def __init__(
+        self,
+        lg: ModuleType,
+        session: ort.InferenceSession,
+        info: ModelInfo,
+        tensors: Path,
+        meta: dict[str, Any],
+        post: Postprocessor,
+        batch_size: int,
+        perf_count: int,
+        log: Callable[[str], None],
+    ) -> None:
         import numpy as np
 
         self.lg = lg
@@ -229,23 +246,23 @@ class Harness:
         self._np = np
 
     # --- QSL -------------------------------------------------------------------------------
-    def load(self, indices) -> None:
+    def load(self, indices: Sequence[int]) -> None:
         page = 4096 // 4
         for i in indices:
             flat = self.data[i].reshape(-1)
             # one read per page pulls the sample into the page cache
             float(flat[::page].sum())
 
-    def unload(self, indices) -> None:
+    def unload(self, indices: Sequence[int]) -> None:
         return None
 
     # --- SUT -------------------------------------------------------------------------------
-    def issue(self, query_samples) -> None:
+    def issue(self, query_samples: Sequence[Any]) -> None:
         ids = [q.id for q in query_samples]
         idx = [q.index for q in query_samples]
         self.queue.put((time.monotonic_ns(), ids, idx))
 
-    def issue_fast(self, ids, idx) -> None:
+    def issue_fast(self, ids: Sequence[int], idx: Sequence[int]) -> None:
         self.queue.put((time.monotonic_ns(), list(ids), list(idx)))
 
     def flush(self) -> None:
@@ -332,7 +349,7 @@ class Harness:
         for _ in range(runs):
             self.session.run(self.post.output_names, {self.info.input_name: x})
 
-    def run(self, settings, outdir: Path) -> Timeline:
+    def run(self, settings: Any, outdir: Path) -> Timeline:
         lg = self.lg
         outdir.mkdir(parents=True, exist_ok=True)
         self.timeline = Timeline()
