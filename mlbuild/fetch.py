@@ -697,10 +697,10 @@ class Fetcher:
             hosts = sorted({urlsplit(u).netloc for u in spec.urls if urlsplit(u).netloc})
             lines = "\n".join(f"  - {t}" for t in tried) or "  (no sources: no URL and no CAS mirror)"
             msg = f"could not fetch `{spec.artifact}`; every source failed:\n{lines}"
-            hints = (
+            hints = [
                 "pass `--mirror DIR` (or set MLBUILD_MIRRORS) to a mirror that holds it",
                 "check network access" + (f" to {', '.join(hosts)}" if hosts else ""),
-            )
+            ]
             # What decides: upstream's answer (the last upstream attempt), else the last source's.
             upstream = [a for a in attempts if a.source in spec.urls]
             decisive = upstream[-1] if upstream else (attempts[-1] if attempts else None)
@@ -708,8 +708,8 @@ class Fetcher:
             url = decisive.url if decisive is not None else None
             status = decisive.status if decisive is not None else 0
             if kind == "not-found":
-                err = NotFoundError(msg, url=url, status=status, hints=(
-                    "check the URL in the manifest (or the lock); the file is not there",) + hints[:1])
+                err = NotFoundError(msg, url=url, status=status, hints=[
+                    "check the URL in the manifest (or the lock); the file is not there", *hints[:1]])
             elif kind == "http":
                 err = HTTPStatusError(msg, url=url, status=status, hints=hints)
             elif kind in ("unreachable", "skipped"):

@@ -240,7 +240,7 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
         inputs = dict(d.inputs)
         if d.envs:
             backend = params.get("loadgen")
-            if backend not in d.envs:
+            if not isinstance(backend, str) or backend not in d.envs:
                 raise UsageError(f"`{name}` has no environment for loadgen backend `{backend}`",
                                  hints=[f"its `envs`: {', '.join(sorted(d.envs))}"])
             inputs["env"] = d.envs[backend]

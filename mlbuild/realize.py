@@ -203,7 +203,7 @@ class Realizer:
             raise MlbuildError(f"unknown artifact kind `{a.kind}` for `{node.name}` in the lock")
         assert node.entry is not None
         got = self.store.commit(
-            out, node.entry, kind="fixed", method=a.hash.method,  # type: ignore[arg-type]
+            out, node.entry, kind="fixed", method=a.hash.method,
             deriver={"type": "fixed", "artifact": node.name, "kind": a.kind},
             expected=a.hash, references=refs,
         )

@@ -342,11 +342,11 @@ class _Counting:
 
 def _decompressed(raw: IO[bytes], fmt: str) -> IO[bytes]:
     if fmt in ("tar.gz", "tgz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # a BufferedIOBase: reads as IO
     if fmt == "tar.xz":
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, mode="rb")
     if fmt == "tar.bz2":
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+        return bz2.BZ2File(raw, mode="rb")
     return contextlib.nullcontext(raw)  # type: ignore[return-value]
 
 

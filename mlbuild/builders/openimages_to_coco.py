@@ -20,6 +20,7 @@ iscrowd``; all categories. Every kept image must exist under ``validation/data``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import InputError
@@ -69,7 +70,7 @@ def build(ctx: BuildContext) -> None:
             raise InputError(f"{rel_name}: image `{rel}` (id {im['id']}) is missing from the dataset")
         kept[im["id"]] = rel
         out_images.append({"file_name": rel, "height": im["height"], "id": im["id"], "width": im["width"]})
-    out_anns = []
+    out_anns: list[dict[str, Any]] = []
     for a in doc["annotations"]:
         if a["image_id"] not in kept:
             continue
