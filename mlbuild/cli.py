@@ -6,6 +6,7 @@ Imports are lazy so that a no-op ``mlbuild realize`` starts in well under 0.1 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -596,10 +597,8 @@ def cmd_why_depends(ctx: Ctx) -> int:
 
 def cmd_log(ctx: Ctx) -> int:
     manifest_names = set()
-    try:
+    with contextlib.suppress(Exception):
         manifest_names = set(ctx.manifest().decls)
-    except Exception:
-        pass
     if ctx.args.path in manifest_names:
         entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args), resolve=True).nodes[ctx.args.path].entry
         if entry is None:

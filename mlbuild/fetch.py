@@ -443,10 +443,8 @@ class Fetcher:
             ) from e.cause
         finally:
             if not ok:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     dest.unlink()
-                except FileNotFoundError:
-                    pass
         self.reporter.on_task_done(key, "failed")
         raise self._failure(spec, sources, attempts, mismatches)
 
@@ -454,7 +452,7 @@ class Fetcher:
 
     def _copy_local(self, src: Source, sink: _Sink) -> None:
         try:
-            fh = open(src.location, "rb")
+            fh = open(src.location, "rb")  # noqa: SIM115  (`with fh` below: open and read errors differ)
         except FileNotFoundError:
             where = "not in mirror" if src.mirror is not None else "no such file"
             raise _SourceFailed(f"{where} (looked at {src.location})", kind="not-found") from None

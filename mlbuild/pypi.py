@@ -22,8 +22,12 @@ _SDIST_RE = re.compile(r"^(?P<name>.+)-(?P<version>[^-]+)\.(tar\.gz|zip)$")
 
 # mlbuild's platform names -> the wheel platform tags pip may pick for them, best first.
 PLATFORM_TAGS: dict[str, tuple[str, ...]] = {
-    "x86_64-linux": tuple(f"manylinux_2_{v}_x86_64" for v in range(39, 16, -1)) + ("manylinux2014_x86_64", "linux_x86_64"),
-    "aarch64-linux": tuple(f"manylinux_2_{v}_aarch64" for v in range(39, 16, -1)) + ("manylinux2014_aarch64", "linux_aarch64"),
+    "x86_64-linux": (
+        *(f"manylinux_2_{v}_x86_64" for v in range(39, 16, -1)), "manylinux2014_x86_64", "linux_x86_64",
+    ),
+    "aarch64-linux": (
+        *(f"manylinux_2_{v}_aarch64" for v in range(39, 16, -1)), "manylinux2014_aarch64", "linux_aarch64",
+    ),
 }
 
 

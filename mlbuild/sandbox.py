@@ -307,7 +307,7 @@ def run_builder(
             env.update(extra_env())
         env["HOME"] = str(tmp / "home")
         env["TMPDIR"] = str(tmp / "tmp")
-        env["PATH"] = os.pathsep.join(dict.fromkeys(path_dirs + ["/usr/local/bin", "/usr/bin", "/bin"]))
+        env["PATH"] = os.pathsep.join(dict.fromkeys([*path_dirs, "/usr/local/bin", "/usr/bin", "/bin"]))
         env["MLBUILD_PYTHON"] = sys.executable
         prefix: list[str] = []
         preexec: Callable[[], None] | None = None
@@ -359,7 +359,7 @@ def run_builder(
                 for line in proc.stdout:
                     log.write(line)
                     log.flush()
-                    tail = (tail + [line.rstrip()])[-20:]
+                    tail = [*tail, line.rstrip()][-20:]
                     on_line(line.rstrip())
                 rc = proc.wait()
             finally:

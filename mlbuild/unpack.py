@@ -422,10 +422,8 @@ def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: in
                     )
         ex.final_check()
     except BaseException as e:
-        try:
+        with contextlib.suppress(OSError):
             _empty(dest)
-        except OSError:
-            pass
         if isinstance(e, FetchError):
             raise
         if isinstance(e, _CORRUPT):

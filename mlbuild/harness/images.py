@@ -241,7 +241,7 @@ def write_tensors(
         raise InputError(f"{TENSORS_FILE}: preprocessing produced {len(results)} of {n} samples")
     log(f"preprocessed {n} images into {TENSORS_FILE} ({nbytes} bytes, {jobs} jobs)")
     samples = []
-    for (i, scale, w, h), img in zip(results, images):
+    for (_, scale, w, h), img in zip(results, images, strict=True):  # one result per image (checked above)
         samples.append(
             {
                 "file_name": img["file_name"],

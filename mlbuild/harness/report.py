@@ -101,7 +101,7 @@ def line_svg(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str, 
         xhi = xlo + 1
     pw, ph = W - ML - MR, H - MT - MB
     pts = " ".join(
-        f"{ML + (x - xlo) / (xhi - xlo) * pw:.1f},{MT + ph - (y - ylo) / (yhi - ylo) * ph:.1f}" for x, y in zip(xs, ys)
+        f"{ML + (x - xlo) / (xhi - xlo) * pw:.1f},{MT + ph - (y - ylo) / (yhi - ylo) * ph:.1f}" for x, y in zip(xs, ys, strict=True)
     )
     body = f'<polyline points="{pts}" fill="none" stroke="#e45756" stroke-width="1.5"/>'
     return _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, body)
@@ -184,11 +184,11 @@ def render(result: dict[str, Any], timelines: dict[str, Any]) -> str:
     for phase, tl in timelines.items():
         if tl is None or not tl.completed:
             continue
-        lat_ms = [(c - i) / 1e6 for i, c in zip(tl.issued, tl.completed)]
+        lat_ms = [(c - i) / 1e6 for i, c in zip(tl.issued, tl.completed, strict=True)]
         t0 = min(tl.issued)
         done = sorted((c - t0) / 1e9 for c in tl.completed)
         step = max(1, len(done) // 400)
-        xs = [0.0] + done[::step] + [done[-1]]
+        xs = [0.0, *done[::step], done[-1]]
         ys = [0.0] + [float(i + 1) for i in range(0, len(done), step)] + [float(len(done))]
         sections.append(f"<h2>{html.escape(phase)} run, as seen by the SUT</h2>")
         sections.append(

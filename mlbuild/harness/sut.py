@@ -134,7 +134,8 @@ def check_model_against_meta(info: ModelInfo, model_name: str, meta: dict[str, A
         raise InputError(
             f"{model_name}: input `{info.input_name}` wants {info.input_type}, but tensors.bin holds float32 (meta.json)"
         )
-    for dim, have, label in zip(info.input_shape[1:], (c, h, w), ("channels", "height", "width")):
+    # rank 4 (inspect_model)
+    for dim, have, label in zip(info.input_shape[1:], (c, h, w), ("channels", "height", "width"), strict=True):
         if isinstance(dim, int) and dim > 0 and dim != have:
             raise InputError(
                 f"{model_name}: input `{info.input_name}` wants {want} float32 but tensors.bin holds "
@@ -269,7 +270,6 @@ class Harness:
         return None
 
     def _worker(self) -> None:
-        lg = self.lg
         bs = self.batch_size
         run = self.session.run
         names = self.post.output_names
@@ -282,7 +282,7 @@ class Harness:
                 if item is None:
                     return
                 t, ids, idx = item
-                pending.extend(zip([t] * len(ids), ids, idx))
+                pending.extend(zip([t] * len(ids), ids, idx, strict=True))
             # batch what is already waiting (Server queries arrive one by one)
             while len(pending) < bs:
                 try:
@@ -293,16 +293,13 @@ class Harness:
                     self.queue.put(None)
                     break
                 t, ids, idx = item
-                pending.extend(zip([t] * len(ids), ids, idx))
+                pending.extend(zip([t] * len(ids), ids, idx, strict=True))
             batch, pending = pending[:bs], pending[bs:]
             indices = [b[2] for b in batch]
             try:
-                if len(indices) == 1:
-                    x = np.asarray(self.data[indices[0] : indices[0] + 1])
-                else:
-                    x = self.data[indices]
+                x = np.asarray(self.data[indices[0] : indices[0] + 1]) if len(indices) == 1 else self.data[indices]
                 if self.info.fixed_batch and x.shape[0] < self.info.fixed_batch:
-                    padded = np.zeros((self.info.fixed_batch,) + x.shape[1:], dtype=np.float32)
+                    padded = np.zeros((self.info.fixed_batch, *x.shape[1:]), dtype=np.float32)
                     padded[: x.shape[0]] = x
                     x = padded
                 outputs = run(names, {feed_name: x})
@@ -331,7 +328,7 @@ class Harness:
             if recs is None:
                 recs = [np.zeros((0, 7), np.float32) for _ in batch]
             responses = []
-            for (_, qid, _), rec in zip(batch, recs):
+            for (_, qid, _), rec in zip(batch, recs, strict=True):  # one record array per sample
                 ptr, _ = rec.__array_interface__["data"]
                 responses.append(lg.QuerySampleResponse(qid, ptr if rec.size else 0, rec.nbytes))
             lg.QuerySamplesComplete(responses)
@@ -344,7 +341,7 @@ class Harness:
 
     def warmup(self, runs: int = 2) -> None:
         np = self._np
-        shape = [self.info.fixed_batch or self.batch_size] + list(self.meta["shape"][1:])
+        shape = [self.info.fixed_batch or self.batch_size, *self.meta["shape"][1:]]
         x = np.zeros(shape, dtype=np.float32)
         for _ in range(runs):
             self.session.run(self.post.output_names, {self.info.input_name: x})

@@ -198,7 +198,7 @@ def test_sample_count_and_order_mismatch(tmp_path, letterboxed16, coco_ann):
     (ann / "annotations.json").write_text(json.dumps(small))
     with pytest.raises(InputError, match=r"meta\.json: 16 samples but annotations\.json lists only 10 images"):
         _run(tmp_path, "r2", letterboxed16, ann, **FAST)
-    swapped = dict(doc, images=[doc["images"][1], doc["images"][0]] + doc["images"][2:])
+    swapped = dict(doc, images=[doc["images"][1], doc["images"][0], *doc["images"][2:]])
     (ann / "annotations.json").write_text(json.dumps(swapped))
     with pytest.raises(InputError, match=r"meta\.json: sample 0 is image 9 `images/train2017/000000000009\.jpg`, but annotations\.json has image 25"):
         _run(tmp_path, "r3", letterboxed16, ann, **FAST)
