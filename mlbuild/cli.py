@@ -984,7 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlbuild realize yolox-coco128-offline --scenario SingleStream --mode performance\n"
             "  mlbuild realize coco128-letterbox --check     # rebuild and compare bit for bit")
     p.add_argument("targets", nargs="+", metavar="TARGET")
-    p.add_argument("--check", action="store_true", help="rebuild built targets and report whether they are bit-identical")
+    p.add_argument(
+        "--check", action="store_true", help="rebuild built targets and report whether they are bit-identical"
+    )
     p.add_argument("--offline", action="store_true", help="no network; list what is missing")
     p.add_argument("--rerun", action="store_true",
                    help="measure run targets' performance again (a new repeat; earlier ones are kept)")
@@ -1071,7 +1073,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "copy a result, its attestation and its lockfile into DIR, for a peer to verify and reproduce")
     p.add_argument("result", metavar="RESULT")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--with-lock", metavar="FILE", help="the lockfile to ship (default: the copy kept when the result was realized, else --lock)")
+    p.add_argument(
+        "--with-lock",
+        metavar="FILE",
+        help="the lockfile to ship (default: the copy kept when the result was realized, else --lock)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = add("reproduce", "realize a peer's closure here and compare it artifact by artifact",

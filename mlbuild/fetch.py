@@ -632,7 +632,10 @@ class Fetcher:
         size, sha, b3, md5 = sink.finish()
         if spec.sha256 is not None and sha != spec.sha256.lower():
             raise _Mismatch(
-                f"sha256:{spec.sha256.lower()}", f"sha256:{sha}", size, f"sha256 is {sha}, expected {spec.sha256.lower()}"
+                f"sha256:{spec.sha256.lower()}",
+                f"sha256:{sha}",
+                size,
+                f"sha256 is {sha}, expected {spec.sha256.lower()}",
             )
         if spec.size is not None and size != spec.size:
             got = f"md5:{md5}" if md5 is not None else f"sha256:{sha}"

@@ -109,8 +109,9 @@ def download_exact(files: Sequence[tuple[str, str, str, str, int]], dest: Path, 
             )
         got: ContentHash = hash_file(got_path)
         if got.sha256 != sha:
-            raise HashMismatchError(artifact=f"{pkg}=={ver}", url=f"pip index file `{filename}`", expected=f"sha256:{sha}",
-                                    got=f"sha256:{got.sha256}", expected_size=size, got_size=got.size,
+            raise HashMismatchError(artifact=f"{pkg}=={ver}", url=f"pip index file `{filename}`",
+                                    expected=f"sha256:{sha}", got=f"sha256:{got.sha256}",
+                                    expected_size=size, got_size=got.size,
                                     hints=["the index served other bytes under the same file name"])
         got_path.rename(dest / filename)
     for p in scratch.iterdir():

@@ -96,8 +96,13 @@ def build(ctx: BuildContext) -> None:
         "categories": categories,
         "images": out_images,
         "info": {
-            "description": f"MLPerf Open Images ({rel_name}), first {len(out_images)} images, by mlbuild {NAME} v{VERSION}",
+            "description": (
+                f"MLPerf Open Images ({rel_name}), first {len(out_images)} images, by mlbuild {NAME} v{VERSION}"
+            ),
         },
     }
     coco.dump_json(Path(ctx.out) / coco.ANNOTATIONS_FILE, out)
-    ctx.log(f"wrote {coco.ANNOTATIONS_FILE}: {len(out_images)} images, {len(out_anns)} boxes, {len(categories)} categories")
+    ctx.log(
+        f"wrote {coco.ANNOTATIONS_FILE}: {len(out_images)} images, {len(out_anns)} boxes, "
+        f"{len(categories)} categories"
+    )

@@ -153,7 +153,9 @@ def _pwrite_all(fd: int, data: NDArray[Any], offset: int) -> None:
         offset += written
 
 
-def _work(args: tuple[str, dict[str, Any], str, tuple[int, int, int, int], list[Any]]) -> list[tuple[int, Any, int, int]]:
+def _work(
+    args: tuple[str, dict[str, Any], str, tuple[int, int, int, int], list[Any]],
+) -> list[tuple[int, Any, int, int]]:
     """Process a chunk of samples; writes each tensor into the shared file at its offset."""
     import numpy as np
 

@@ -82,7 +82,9 @@ class YoloxDecoder:
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
         return boxes, scores[keep], cls_idx[keep]
 
-    def records(self, out: NDArray[Any], sample_index: int, scale: float, width: int, height: int) -> NDArray[np.float32]:
+    def records(
+        self, out: NDArray[Any], sample_index: int, scale: float, width: int, height: int
+    ) -> NDArray[np.float32]:
         """One image's model output -> float32 ``[k, 7]`` accuracy records."""
         import numpy as np
 

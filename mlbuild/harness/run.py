@@ -46,7 +46,9 @@ def check_inputs(
     want = PREPROCESS_FOR[model_kind]
     got = meta.get("preprocess")
     if got is not None and got != want:
-        raise InputError(f"meta.json: tensors were made by `{got}` preprocessing, model_kind `{model_kind}` needs `{want}`")
+        raise InputError(
+            f"meta.json: tensors were made by `{got}` preprocessing, model_kind `{model_kind}` needs `{want}`"
+        )
     if model_kind == "yolox":
         for i, s in enumerate(meta["samples"]):
             if not isinstance(s.get("scale"), (int, float)) or s["scale"] <= 0:
@@ -123,7 +125,9 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     else:
         batch = p["batch_size"] or 1
     if kind == "retinanet" and batch != 1:
-        raise InputError(f"{model_path.name}: RetinaNet outputs carry no batch dimension; batch_size must be 1, got {batch}")
+        raise InputError(
+            f"{model_path.name}: RetinaNet outputs carry no batch dimension; batch_size must be 1, got {batch}"
+        )
     threshold = p["score_threshold"] if p["score_threshold"] >= 0 else MODEL_DEFAULT_SCORE_THRESHOLD[kind]
     post = sut.Postprocessor(
         kind,

@@ -99,6 +99,11 @@ def make_session(
         raise InputError(f"{model.name}: onnxruntime cannot load the model: {exc}") from None
 
 
+def _dims(shape: list[Any]) -> list[int | str]:
+    """A model shape for JSON: fixed dims as ints, symbolic ones (names, None) as strings."""
+    return [d if isinstance(d, int) else str(d) for d in shape]
+
+
 @dataclass
 class ModelInfo:
     input_name: str
@@ -109,8 +114,8 @@ class ModelInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "input": {"name": self.input_name, "shape": [d if isinstance(d, int) else str(d) for d in self.input_shape], "type": self.input_type},
-            "outputs": {k: {"shape": [d if isinstance(d, int) else str(d) for d in s], "type": t} for k, (s, t) in sorted(self.outputs.items())},
+            "input": {"name": self.input_name, "shape": _dims(self.input_shape), "type": self.input_type},
+            "outputs": {k: {"shape": _dims(s), "type": t} for k, (s, t) in sorted(self.outputs.items())},
         }
 
 
@@ -132,7 +137,8 @@ def check_model_against_meta(info: ModelInfo, model_name: str, meta: dict[str, A
     want = [d if isinstance(d, int) else "N" for d in info.input_shape]
     if info.input_type != "tensor(float)":
         raise InputError(
-            f"{model_name}: input `{info.input_name}` wants {info.input_type}, but tensors.bin holds float32 (meta.json)"
+            f"{model_name}: input `{info.input_name}` wants {info.input_type}, "
+            "but tensors.bin holds float32 (meta.json)"
         )
     # rank 4 (inspect_model)
     for dim, have, label in zip(info.input_shape[1:], (c, h, w), ("channels", "height", "width"), strict=True):
@@ -169,7 +175,16 @@ def check_outputs(info: ModelInfo, model_name: str, model_kind: str, size: int) 
 class Postprocessor:
     """Turns one batch of session outputs into per-sample float32 accuracy records."""
 
-    def __init__(self, model_kind: str, meta: dict[str, Any], output_names: list[str], *, score_threshold: float, nms_iou: float, max_detections: int):
+    def __init__(
+        self,
+        model_kind: str,
+        meta: dict[str, Any],
+        output_names: list[str],
+        *,
+        score_threshold: float,
+        nms_iou: float,
+        max_detections: int,
+    ) -> None:
         from mlbuild.harness import postprocess
 
         self.kind = model_kind
