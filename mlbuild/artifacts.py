@@ -13,12 +13,15 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import pypi
 from .errors import FetchError, OfflineError
 from .hashing import hash_file
 from .lock import LockedFile
+
+if TYPE_CHECKING:
+    from .store import Store
 
 
 @dataclass(frozen=True)
@@ -115,7 +118,7 @@ def copy_file(src: Path, dest: Path) -> None:
     shutil.copyfile(src, dest)
 
 
-def ensure_archive(store: Any, name: str, f: LockedFile, kind: str, fetcher: Any, *, offline: bool,
+def ensure_archive(store: Store, name: str, f: LockedFile, kind: str, fetcher: Any, *, offline: bool,
                    have: Path | None = None) -> Path:
     """Make the archive ``f`` a valid flat store entry of its own; return its path.
 

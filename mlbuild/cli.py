@@ -6,6 +6,7 @@ Imports are lazy so that a no-op ``mlbuild realize`` starts in well under 0.1 s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -596,10 +597,8 @@ def cmd_why_depends(ctx: Ctx) -> int:
 
 def cmd_log(ctx: Ctx) -> int:
     manifest_names = set()
-    try:
+    with contextlib.suppress(Exception):
         manifest_names = set(ctx.manifest().decls)
-    except Exception:
-        pass
     if ctx.args.path in manifest_names:
         entry = _plan(ctx, [ctx.args.path], _overrides(ctx.args), resolve=True).nodes[ctx.args.path].entry
         if entry is None:
@@ -831,8 +830,8 @@ def cmd_results(ctx: Ctx) -> int:
             continue
         m = f"{row['map']:.3f}" if isinstance(row.get("map"), (int, float)) else "-"
         q = f"{row['samples_per_second']:.1f}" if isinstance(row.get("samples_per_second"), (int, float)) else "-"
-        print(f"{done:19s} {str(row.get('scenario', '-')):12s} {str(row.get('mode', '-')):11s} "
-              f"{str(row.get('loadgen', '-')):8s} {m:>7s} {q:>10s} {str(row.get('validity', '-')):8s} {row['entry']}")
+        print(f"{done:19s} {row.get('scenario', '-')!s:12s} {row.get('mode', '-')!s:11s} "
+              f"{row.get('loadgen', '-')!s:8s} {m:>7s} {q:>10s} {row.get('validity', '-')!s:8s} {row['entry']}")
     return 0
 
 
@@ -985,7 +984,9 @@ def build_parser() -> argparse.ArgumentParser:
             "  mlbuild realize yolox-coco128-offline --scenario SingleStream --mode performance\n"
             "  mlbuild realize coco128-letterbox --check     # rebuild and compare bit for bit")
     p.add_argument("targets", nargs="+", metavar="TARGET")
-    p.add_argument("--check", action="store_true", help="rebuild built targets and report whether they are bit-identical")
+    p.add_argument(
+        "--check", action="store_true", help="rebuild built targets and report whether they are bit-identical"
+    )
     p.add_argument("--offline", action="store_true", help="no network; list what is missing")
     p.add_argument("--rerun", action="store_true",
                    help="measure run targets' performance again (a new repeat; earlier ones are kept)")
@@ -1072,7 +1073,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("export", "copy a result, its attestation and its lockfile into DIR, for a peer to verify and reproduce")
     p.add_argument("result", metavar="RESULT")
     p.add_argument("dir", metavar="DIR")
-    p.add_argument("--with-lock", metavar="FILE", help="the lockfile to ship (default: the copy kept when the result was realized, else --lock)")
+    p.add_argument(
+        "--with-lock",
+        metavar="FILE",
+        help="the lockfile to ship (default: the copy kept when the result was realized, else --lock)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = add("reproduce", "realize a peer's closure here and compare it artifact by artifact",
@@ -1164,7 +1169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `mlbuild graph ... | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except BaseException as e:  # noqa: BLE001 - the one place errors are rendered
+    except BaseException as e:
         if isinstance(e, SystemExit):
             raise
         ctx.close()

@@ -52,7 +52,7 @@ from mlbuild.urls import BadURL, Resolver, check_url, hop_refusal, host_addresse
 if TYPE_CHECKING:  # pragma: no cover
     import httpx
 
-__all__ = ["FileSpec", "Fetched", "Fetcher", "Attempt", "fetch_settings", "MAX_DOWNLOAD"]
+__all__ = ["MAX_DOWNLOAD", "Attempt", "Fetched", "Fetcher", "FileSpec", "fetch_settings"]
 
 CHUNK = 1 << 20  # bytes read/written per step: memory use is a small multiple of this
 USER_AGENT = "mlbuild/0.1 (fixed-output fetcher)"
@@ -443,10 +443,8 @@ class Fetcher:
             ) from e.cause
         finally:
             if not ok:
-                try:
+                with contextlib.suppress(FileNotFoundError):
                     dest.unlink()
-                except FileNotFoundError:
-                    pass
         self.reporter.on_task_done(key, "failed")
         raise self._failure(spec, sources, attempts, mismatches)
 
@@ -454,7 +452,7 @@ class Fetcher:
 
     def _copy_local(self, src: Source, sink: _Sink) -> None:
         try:
-            fh = open(src.location, "rb")
+            fh = open(src.location, "rb")  # noqa: SIM115  (`with fh` below: open and read errors differ)
         except FileNotFoundError:
             where = "not in mirror" if src.mirror is not None else "no such file"
             raise _SourceFailed(f"{where} (looked at {src.location})", kind="not-found") from None
@@ -634,7 +632,10 @@ class Fetcher:
         size, sha, b3, md5 = sink.finish()
         if spec.sha256 is not None and sha != spec.sha256.lower():
             raise _Mismatch(
-                f"sha256:{spec.sha256.lower()}", f"sha256:{sha}", size, f"sha256 is {sha}, expected {spec.sha256.lower()}"
+                f"sha256:{spec.sha256.lower()}",
+                f"sha256:{sha}",
+                size,
+                f"sha256 is {sha}, expected {spec.sha256.lower()}",
             )
         if spec.size is not None and size != spec.size:
             got = f"md5:{md5}" if md5 is not None else f"sha256:{sha}"
@@ -697,10 +698,10 @@ class Fetcher:
             hosts = sorted({urlsplit(u).netloc for u in spec.urls if urlsplit(u).netloc})
             lines = "\n".join(f"  - {t}" for t in tried) or "  (no sources: no URL and no CAS mirror)"
             msg = f"could not fetch `{spec.artifact}`; every source failed:\n{lines}"
-            hints = (
+            hints = [
                 "pass `--mirror DIR` (or set MLBUILD_MIRRORS) to a mirror that holds it",
                 "check network access" + (f" to {', '.join(hosts)}" if hosts else ""),
-            )
+            ]
             # What decides: upstream's answer (the last upstream attempt), else the last source's.
             upstream = [a for a in attempts if a.source in spec.urls]
             decisive = upstream[-1] if upstream else (attempts[-1] if attempts else None)
@@ -708,8 +709,8 @@ class Fetcher:
             url = decisive.url if decisive is not None else None
             status = decisive.status if decisive is not None else 0
             if kind == "not-found":
-                err = NotFoundError(msg, url=url, status=status, hints=(
-                    "check the URL in the manifest (or the lock); the file is not there",) + hints[:1])
+                err = NotFoundError(msg, url=url, status=status, hints=[
+                    "check the URL in the manifest (or the lock); the file is not there", *hints[:1]])
             elif kind == "http":
                 err = HTTPStatusError(msg, url=url, status=status, hints=hints)
             elif kind in ("unreachable", "skipped"):

@@ -213,8 +213,10 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
             if art is None:
                 unp = lock.unpinned.get(name)
                 if unp is not None:
-                    raise LockError(f"`{name}` is not pinned in the lock: {unp.reason}",
-                                    hints=["run `mlbuild lock` where its bytes can be reached (network or `--mirror DIR`)"])
+                    raise LockError(
+                        f"`{name}` is not pinned in the lock: {unp.reason}",
+                        hints=["run `mlbuild lock` where its bytes can be reached (network or `--mirror DIR`)"],
+                    )
                 raise LockError(f"`{name}` is not in the lock", hints=["run `mlbuild lock` to pin it"])
             if art.decl != decl_digest(d):
                 raise StaleLockError(f"the lock's pin of `{name}` is out of date", reasons=[
@@ -240,7 +242,7 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
         inputs = dict(d.inputs)
         if d.envs:
             backend = params.get("loadgen")
-            if backend not in d.envs:
+            if not isinstance(backend, str) or backend not in d.envs:
                 raise UsageError(f"`{name}` has no environment for loadgen backend `{backend}`",
                                  hints=[f"its `envs`: {', '.join(sorted(d.envs))}"])
             inputs["env"] = d.envs[backend]

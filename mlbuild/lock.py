@@ -329,12 +329,12 @@ def stale_reasons(lock: Lock, manifest: Manifest) -> list[str]:
     wanted = lockable(manifest)
     variants = {variant_name(n, p): (n, d) for n, d in wanted.items() if isinstance(d, PypiDecl)
                 for p in d.platforms if p != lock.platform}
-    for vname, (name, d) in variants.items():
+    for vname, (name, pd) in variants.items():
         if vname not in lock.artifacts and vname not in lock.unpinned:
-            reasons.append(f"`{name}` ({d.where.file}:{d.where.line}) has no wheels locked for "
+            reasons.append(f"`{name}` ({pd.where.file}:{pd.where.line}) has no wheels locked for "
                            f"`{vname.split('@', 1)[1]}`")
-        elif vname in lock.artifacts and lock.artifacts[vname].decl != decl_digest(d):
-            reasons.append(f"`{name}` ({d.where.file}:{d.where.line}) changed since its `{vname}` wheels were locked")
+        elif vname in lock.artifacts and lock.artifacts[vname].decl != decl_digest(pd):
+            reasons.append(f"`{name}` ({pd.where.file}:{pd.where.line}) changed since its `{vname}` wheels were locked")
     for name, d in wanted.items():
         digest = decl_digest(d)
         where = f"{d.where.file}:{d.where.line}" if d.where.line else d.where.file

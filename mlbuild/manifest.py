@@ -19,9 +19,10 @@ network or the store.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,7 +192,9 @@ class _Ctx:
                     (f"allowed fields: {', '.join(allowed)}",),
                 )
 
-    def string(self, table: Mapping[str, Any], key: str, *, required: bool = False, default: str | None = None) -> str | None:
+    def string(
+        self, table: Mapping[str, Any], key: str, *, required: bool = False, default: str | None = None
+    ) -> str | None:
         value = table.get(key, default)
         if value is None:
             if required:
@@ -253,7 +256,7 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
     if urls:
         if "base_url" in t or "files" in t or "templates" in t:
             raise ctx.err("give either `url`/`urls` (one file) or `base_url` + `files` (a file set), not both", "url")
-        for i, u in enumerate(urls):
+        for u in urls:
             _check_url(ctx, u, "urls" if "urls" in t else "url")
         files.append(FileDecl("", urls, md5, sha))
         default_method = "tree" if unpack else "flat"
@@ -277,7 +280,9 @@ def _parse_fetch(ctx: _Ctx, t: Mapping[str, Any]) -> FetchDecl:
         if not rels and files_from is None:
             raise ctx.err("a file set needs at least one entry in `files`, `templates` or `files_from`", "files")
         if md5 or sha:
-            raise ctx.err("`md5`/`sha256` apply to a single file; a file set is pinned by the lock", "md5" if md5 else "sha256")
+            raise ctx.err(
+                "`md5`/`sha256` apply to a single file; a file set is pinned by the lock", "md5" if md5 else "sha256"
+            )
         seen: set[str] = set()
         for rel in rels:
             parts = rel.split("/")
@@ -434,7 +439,7 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
         if kind not in KINDS:
             raise ManifestError(
                 f"unknown kind `{kind}`", file=display,
-                line=next((i + 1 for i, l in enumerate(text.splitlines()) if re.match(r"^\s*\[\s*" + re.escape(kind) + r"\b", l)), None),
+                line=_table_line(text, kind),
                 key=kind, hints=[f"known kinds: {', '.join(KINDS)}"],
             )
         if not isinstance(table, dict):
@@ -487,6 +492,22 @@ def load(directory: Path) -> Manifest:
     return manifest
 
 
+def _table_line(text: str, kind: str) -> int | None:
+    """The 1-based line of the first ``[kind`` table header in ``text``, or None."""
+    header = re.compile(r"^\s*\[\s*" + re.escape(kind) + r"\b")
+    return next((i + 1 for i, line in enumerate(text.splitlines()) if header.match(line)), None)
+
+
+def _decl_error(d: BuildDecl, message: str, key: str, hints: Sequence[str] = ()) -> ManifestError:
+    """A ManifestError at ``key`` (relative to the declaration) of build declaration ``d``."""
+    return ManifestError(message, file=d.where.file, line=d.where.line, key=f"{d.kind}.{d.name}.{key}", hints=hints)
+
+
+def _param_error(d: BuildDecl, message: str, key: str) -> ManifestError:
+    """``check_params``'s error factory for the parameters of build declaration ``d``."""
+    return _decl_error(d, message, f"params.{key}")
+
+
 def validate(manifest: Manifest) -> None:
     """Cross-declaration checks: inputs exist, builder params typed, no cycles."""
     from . import builders
@@ -495,7 +516,6 @@ def validate(manifest: Manifest) -> None:
         if not isinstance(d, BuildDecl):
             continue
         mod = builders.load(d.builder)
-        where = lambda key: dict(file=d.where.file, line=d.where.line, key=f"{d.kind}.{d.name}.{key}")  # noqa: E731
         declared = dict(getattr(mod, "INPUTS", {}))
         if getattr(mod, "NEEDS_ENV", False):
             declared.setdefault("env", "the locked Python environment it runs in (a `python-env` build)")
@@ -503,23 +523,23 @@ def validate(manifest: Manifest) -> None:
         names = set(d.inputs) | ({"env"} if d.envs else set())
         for key in d.inputs:
             if key not in declared and key not in optional:
-                raise ManifestError(f"builder `{d.builder}` has no input `{key}`", **where(f"inputs.{key}"),
-                                    hints=[f"its inputs: {', '.join(sorted(declared | optional))}"])
+                raise _decl_error(d, f"builder `{d.builder}` has no input `{key}`", f"inputs.{key}",
+                                  hints=[f"its inputs: {', '.join(sorted(declared | optional))}"])
         for key in declared:
             if key not in names:
-                raise ManifestError(f"missing input `{key}` ({declared[key]}) for builder `{d.builder}`",
-                                    **where("inputs"))
-        for key, target in list(d.inputs.items()) + [(f"envs.{k}", v) for k, v in d.envs.items()]:
+                raise _decl_error(d, f"missing input `{key}` ({declared[key]}) for builder `{d.builder}`", "inputs")
+        for key, target in [*d.inputs.items(), *((f"envs.{k}", v) for k, v in d.envs.items())]:
             if target not in manifest.decls:
-                raise ManifestError(f"input `{key}` names `{target}`, which no manifest declares",
-                                    **where(f"inputs.{key}" if not key.startswith("envs.") else key))
-        check_params(d.builder, mod.PARAMS, d.params, lambda msg, key: ManifestError(msg, **where(f"params.{key}")))
+                raise _decl_error(d, f"input `{key}` names `{target}`, which no manifest declares",
+                                  f"inputs.{key}" if not key.startswith("envs.") else key)
+        check_params(d.builder, mod.PARAMS, d.params, functools.partial(_param_error, d))
     for d in manifest.decls.values():
         if isinstance(d, FetchDecl) and d.files_from is not None:
             dep = manifest.decls.get(d.files_from["artifact"])
             if not isinstance(dep, FetchDecl) or dep.files_from is not None:
                 raise ManifestError(
-                    f"`files_from.artifact` names `{d.files_from['artifact']}`, which is not a plain `fetch` declaration",
+                    f"`files_from.artifact` names `{d.files_from['artifact']}`, "
+                    "which is not a plain `fetch` declaration",
                     file=d.where.file, line=d.where.line, key=f"fetch.{d.name}.files_from")
     # cycles
     state: dict[str, int] = {}
@@ -528,14 +548,16 @@ def validate(manifest: Manifest) -> None:
         if state.get(name) == 2:
             return
         if state.get(name) == 1:
-            cycle = stack[stack.index(name):] + [name]
+            cycle = [*stack[stack.index(name):], name]
             d = manifest.decls[name]
-            raise ManifestError(f"dependency cycle: {' -> '.join(cycle)}", file=d.where.file, line=d.where.line, key=name)
+            raise ManifestError(
+                f"dependency cycle: {' -> '.join(cycle)}", file=d.where.file, line=d.where.line, key=name
+            )
         state[name] = 1
         d = manifest.decls[name]
         if isinstance(d, BuildDecl):
-            for dep in list(d.inputs.values()) + list(d.envs.values()):
-                visit(dep, stack + [name])
+            for dep in [*d.inputs.values(), *d.envs.values()]:
+                visit(dep, [*stack, name])
         state[name] = 2
 
     for name in manifest.decls:
@@ -580,20 +602,23 @@ def check_params(builder: str, schema: Mapping[str, Any], given: Mapping[str, An
     out: dict[str, Any] = {}
     for key in given:
         if key not in schema:
-            raise err(f"builder `{builder}` has no parameter `{key}` (its parameters: {', '.join(sorted(schema))})", key)
+            known = ", ".join(sorted(schema))
+            raise err(f"builder `{builder}` has no parameter `{key}` (its parameters: {known})", key)
     for key, spec in schema.items():
         if key in given:
             value = given[key]
-            if not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool)):
-                if not (spec.type is float and isinstance(value, int) and not isinstance(value, bool)):
-                    raise err(f"parameter `{key}` expects {spec.type.__name__}, found {_show(value)}", key)
+            wrong_type = not isinstance(value, spec.type) or (spec.type is int and isinstance(value, bool))
+            int_for_float = spec.type is float and isinstance(value, int) and not isinstance(value, bool)
+            if wrong_type and not int_for_float:
+                raise err(f"parameter `{key}` expects {spec.type.__name__}, found {_show(value)}", key)
             problem = _check_number(key, spec, value)  # before int -> float: 10**400 has no float
             if problem is not None:
                 raise err(problem, key)
             if spec.type is float:
                 value = float(value)
             if spec.choices and value not in spec.choices:
-                raise err(f"parameter `{key}` expects one of {', '.join(map(repr, spec.choices))}, found {value!r}", key)
+                choices = ", ".join(map(repr, spec.choices))
+                raise err(f"parameter `{key}` expects one of {choices}, found {value!r}", key)
             out[key] = value
         elif spec.required:
             raise err(f"parameter `{key}` is required ({spec.doc})", key)

@@ -22,8 +22,12 @@ _SDIST_RE = re.compile(r"^(?P<name>.+)-(?P<version>[^-]+)\.(tar\.gz|zip)$")
 
 # mlbuild's platform names -> the wheel platform tags pip may pick for them, best first.
 PLATFORM_TAGS: dict[str, tuple[str, ...]] = {
-    "x86_64-linux": tuple(f"manylinux_2_{v}_x86_64" for v in range(39, 16, -1)) + ("manylinux2014_x86_64", "linux_x86_64"),
-    "aarch64-linux": tuple(f"manylinux_2_{v}_aarch64" for v in range(39, 16, -1)) + ("manylinux2014_aarch64", "linux_aarch64"),
+    "x86_64-linux": (
+        *(f"manylinux_2_{v}_x86_64" for v in range(39, 16, -1)), "manylinux2014_x86_64", "linux_x86_64",
+    ),
+    "aarch64-linux": (
+        *(f"manylinux_2_{v}_aarch64" for v in range(39, 16, -1)), "manylinux2014_aarch64", "linux_aarch64",
+    ),
 }
 
 
@@ -105,8 +109,9 @@ def download_exact(files: Sequence[tuple[str, str, str, str, int]], dest: Path, 
             )
         got: ContentHash = hash_file(got_path)
         if got.sha256 != sha:
-            raise HashMismatchError(artifact=f"{pkg}=={ver}", url=f"pip index file `{filename}`", expected=f"sha256:{sha}",
-                                    got=f"sha256:{got.sha256}", expected_size=size, got_size=got.size,
+            raise HashMismatchError(artifact=f"{pkg}=={ver}", url=f"pip index file `{filename}`",
+                                    expected=f"sha256:{sha}", got=f"sha256:{got.sha256}",
+                                    expected_size=size, got_size=got.size,
                                     hints=["the index served other bytes under the same file name"])
         got_path.rename(dest / filename)
     for p in scratch.iterdir():

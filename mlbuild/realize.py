@@ -171,10 +171,7 @@ class Realizer:
             if self._settle_if_valid(node, entry):
                 return  # another process made it while we waited
             with self.store.staging(entry) as staging:
-                if node.fixed:
-                    got = self._fetch(node, staging)
-                else:
-                    got = self._build(node, entry, staging)
+                got = self._fetch(node, staging) if node.fixed else self._build(node, entry, staging)
             self.force.discard(entry)
             self.built.append(entry)
             self._settle(node, entry, got)
@@ -203,7 +200,7 @@ class Realizer:
             raise MlbuildError(f"unknown artifact kind `{a.kind}` for `{node.name}` in the lock")
         assert node.entry is not None
         got = self.store.commit(
-            out, node.entry, kind="fixed", method=a.hash.method,  # type: ignore[arg-type]
+            out, node.entry, kind="fixed", method=a.hash.method,
             deriver={"type": "fixed", "artifact": node.name, "kind": a.kind},
             expected=a.hash, references=refs,
         )

@@ -143,7 +143,7 @@ def _keep(store: Store, out: Path, art: LockedArtifact, references: list[str] | 
     entry = fixed_entry(art)
     with store.entry_lock(entry):
         if not store.is_valid(entry):
-            store.commit(out, entry, kind="fixed", method=art.hash.method,  # type: ignore[arg-type]
+            store.commit(out, entry, kind="fixed", method=art.hash.method,
                          known=art.hash, references=references or [],
                          deriver={"type": "fixed", "artifact": art.name, "kind": art.kind})
 

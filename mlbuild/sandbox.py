@@ -307,7 +307,7 @@ def run_builder(
             env.update(extra_env())
         env["HOME"] = str(tmp / "home")
         env["TMPDIR"] = str(tmp / "tmp")
-        env["PATH"] = os.pathsep.join(dict.fromkeys(path_dirs + ["/usr/local/bin", "/usr/bin", "/bin"]))
+        env["PATH"] = os.pathsep.join(dict.fromkeys([*path_dirs, "/usr/local/bin", "/usr/bin", "/bin"]))
         env["MLBUILD_PYTHON"] = sys.executable
         prefix: list[str] = []
         preexec: Callable[[], None] | None = None
@@ -359,7 +359,7 @@ def run_builder(
                 for line in proc.stdout:
                     log.write(line)
                     log.flush()
-                    tail = (tail + [line.rstrip()])[-20:]
+                    tail = [*tail, line.rstrip()][-20:]
                     on_line(line.rstrip())
                 rc = proc.wait()
             finally:
@@ -377,7 +377,8 @@ def run_builder(
             if err_file.exists():
                 info = json.loads(err_file.read_text())
                 cls = getattr(errors, info["class"], errors.BuildError)
-                if not (isinstance(cls, type) and issubclass(cls, errors.MlbuildError)) or cls is errors.HashMismatchError:
+                known = isinstance(cls, type) and issubclass(cls, errors.MlbuildError)
+                if not known or cls is errors.HashMismatchError:
                     cls = errors.BuildError
                 hints = [*info["hints"], *([_LIMITS[sandbox]] if sandbox in _LIMITS else []), f"build log: {log_path}"]
                 try:
@@ -385,6 +386,7 @@ def run_builder(
                 except TypeError:
                     raise errors.BuildError(info["message"], hints=hints) from None
             last = "\n".join(tail[-5:])
+            limits = [_LIMITS[sandbox]] if sandbox in _LIMITS else []
             raise errors.BuildError(f"builder `{builder}` exited with status {rc}:\n{last}",
-                                    hints=[*([_LIMITS[sandbox]] if sandbox in _LIMITS else []), f"full log: {log_path}"])
+                                    hints=[*limits, f"full log: {log_path}"])
         return sandbox

@@ -878,7 +878,7 @@ class Store:
         from .hashing import hash_path
 
         try:
-            got = hash_path(path, info.hash.method)  # type: ignore[arg-type]
+            got = hash_path(path, info.hash.method)
         except OSError as e:
             return False, f"unreadable: {e}"
         if got.sha256 != info.hash.sha256:

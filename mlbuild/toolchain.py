@@ -1,9 +1,10 @@
 """Host build tools: what the lock records of them, the check against the host, a cheap stat key.
 
 Build tools come from the lock where they can: pip (the `installer` wheel every `python-env`
-runs) and maturin (a locked wheel, installed into the `env-build-tools` environment).  The tools that cannot (the C++ compiler, the C compiler that
-rustc links with, rustc and cargo) are *recorded inputs*: ``mlbuild lock`` writes their exact
-version strings into the lock's ``[toolchain]`` table, and ``lock --check`` and ``realize`` of a
+runs) and maturin (a locked wheel, installed into the `env-build-tools` environment).  The tools
+that cannot (the C++ compiler, the C compiler that rustc links with, rustc and cargo) are
+*recorded inputs*: ``mlbuild lock`` writes their exact version strings into the lock's
+``[toolchain]`` table, and ``lock --check`` and ``realize`` of a
 target whose closure builds the LoadGen wheel compare them with the host's, failing with the
 tool, the recorded and the found version.  ``mlbuild lock --accept-toolchain`` records the
 host's versions (rewriting only ``[toolchain]``).

@@ -42,7 +42,7 @@ from typing import IO, Literal
 
 from mlbuild.errors import ArchiveBombError, FetchError, UnsafeArchiveError, UsageError
 
-__all__ = ["unpack", "detect_format", "expansion_limit", "Format", "MAX_RATIO", "MIN_LIMIT", "MAX_LIMIT"]
+__all__ = ["MAX_LIMIT", "MAX_RATIO", "MIN_LIMIT", "Format", "detect_format", "expansion_limit", "unpack"]
 
 MAX_RATIO = 200.0  # an archive may expand to this many times its own size when pinning ...
 MIN_LIMIT = 16 << 20  # ... and always to this many bytes (small archives of zeros are fine) ...
@@ -342,11 +342,11 @@ class _Counting:
 
 def _decompressed(raw: IO[bytes], fmt: str) -> IO[bytes]:
     if fmt in ("tar.gz", "tgz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]  # a BufferedIOBase: reads as IO
     if fmt == "tar.xz":
-        return lzma.LZMAFile(raw, mode="rb")  # type: ignore[return-value]
+        return lzma.LZMAFile(raw, mode="rb")
     if fmt == "tar.bz2":
-        return bz2.BZ2File(raw, mode="rb")  # type: ignore[return-value]
+        return bz2.BZ2File(raw, mode="rb")
     return contextlib.nullcontext(raw)  # type: ignore[return-value]
 
 
@@ -422,10 +422,8 @@ def unpack(archive: Path, dest: Path, fmt: Format = "auto", strip_components: in
                     )
         ex.final_check()
     except BaseException as e:
-        try:
+        with contextlib.suppress(OSError):
             _empty(dest)
-        except OSError:
-            pass
         if isinstance(e, FetchError):
             raise
         if isinstance(e, _CORRUPT):

@@ -21,7 +21,7 @@ import socket
 from collections.abc import Callable, Sequence
 from urllib.parse import SplitResult, unquote, urlsplit
 
-__all__ = ["BadURL", "check_url", "host_addresses", "hop_refusal", "is_loopback_url", "origin", "redact"]
+__all__ = ["BadURL", "check_url", "hop_refusal", "host_addresses", "is_loopback_url", "origin", "redact"]
 
 SCHEMES = ("http", "https")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")

@@ -1,9 +1,8 @@
 """Shared pytest fixtures."""
 
+import pytest
+
 from tests.httpserver import http_server  # noqa: F401  (fixture: a loopback HTTP server)
-
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ The ``http_server`` pytest fixture yields a started server and stops it afterwar
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import threading
@@ -194,10 +195,8 @@ class CutShort(Behaviour):
         h.wfile.write(self.data[: self.after])
         h.wfile.flush()
         h.close_connection = True
-        try:
+        with contextlib.suppress(OSError):
             h.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
 
 
 class Hang(Behaviour):

@@ -341,7 +341,7 @@ def test_url_dir_mirror_laid_out_like_shared_mirror(http_server: LoopbackServer,
     up = http_server.url("/upstream/coco128/images/000000000009.jpg")  # would 404
     root = tmp_path / "mirror"
     write_url_dir(root, up, DATA)
-    assert (root / "127.0.0.1:{}".format(http_server.port) / "upstream/coco128/images/000000000009.jpg").exists()
+    assert (root / f"127.0.0.1:{http_server.port}" / "upstream/coco128/images/000000000009.jpg").exists()
     with fast([parse_mirror(str(root))]) as f:
         got = f.fetch(spec(up, name="coco128/images/000000000009.jpg"), dest)
     assert got.source == str(root / up.split("://", 1)[1])

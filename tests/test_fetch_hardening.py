@@ -148,7 +148,7 @@ def test_manifest_credentials_are_refused_and_not_echoed(tmp_path: Path) -> None
     assert any("netrc" in h for h in ei.value.hints)
 
 
-def test_lock_with_traversal_host_and_control_char_does_not_crash(project: Project) -> None:
+def test_lock_with_traversal_host_and_control_char_does_not_crash(project: Project) -> None:  # noqa: F811  (pytest fixture)
     p = project
     p.append_manifest('[fetch.evil]\nurl = "http://..%2f..%2fetc/passwd"\n')
     r = p.cli("lock", expect=3)
@@ -174,7 +174,7 @@ def edit_lock(p: Project, old: str, new: str) -> None:
     p.lock_path.write_text(text.replace(old, new, 1))
 
 
-def test_lock_edited_to_file_url_is_refused_before_any_read(locked: Project) -> None:
+def test_lock_edited_to_file_url_is_refused_before_any_read(locked: Project) -> None:  # noqa: F811  (pytest fixture)
     p = locked
     edit_lock(p, f'"{p.server.url("/files/hello.txt")}"', '"file:///etc/passwd"')
     text = p.lock_path.read_text()
@@ -192,7 +192,7 @@ def test_lock_edited_to_file_url_is_refused_before_any_read(locked: Project) -> 
     ("size", "size = ", "size = -", "non-negative integer"),
     ("url", "urls = [\"http://", "urls = [\"http://bob:hunter2@", "credentials"),
 ])
-def test_lock_fields_are_validated_like_a_manifest(locked: Project, field: str, old: str, new: str,
+def test_lock_fields_are_validated_like_a_manifest(locked: Project, field: str, old: str, new: str,  # noqa: F811  (pytest fixture)
                                                    why: str) -> None:
     p = locked
     edit_lock(p, old, new)
@@ -277,7 +277,7 @@ def test_good_settings_are_read() -> None:
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "1e999"])
-def test_bad_timeout_through_the_cli_is_exit_2_without_traceback(locked: Project, monkeypatch: pytest.MonkeyPatch,
+def test_bad_timeout_through_the_cli_is_exit_2_without_traceback(locked: Project, monkeypatch: pytest.MonkeyPatch,  # noqa: F811  (pytest fixture)
                                                                  value: str) -> None:
     monkeypatch.setenv("MLBUILD_READ_TIMEOUT", value)
     r = locked.cli("realize", "hello", expect=2)
@@ -297,7 +297,7 @@ def test_hanging_mirror_costs_one_timeout_per_run_not_one_per_file(http_server: 
     rep = RecordingReporter()
     timeout = 0.5
     with LoopbackServer() as hanging:
-        for name, data in files.items():
+        for data in files.values():
             hanging.route(f"/sha256/{sha(data)}", Hang(max_s=10))
         t0 = time.monotonic()
         with fast([parse_mirror(hanging.base)], read_timeout=timeout, reporter=rep) as f:
@@ -327,7 +327,7 @@ def test_dead_upstream_host_is_skipped_after_the_first_failure(dest: Path) -> No
         assert list(f.bad_sources()) == [f"http://127.0.0.1:{port}"]
 
 
-def test_hanging_mirror_is_reported_by_realize(locked: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hanging_mirror_is_reported_by_realize(locked: Project, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811  (pytest fixture)
     p = locked
     monkeypatch.setenv("MLBUILD_READ_TIMEOUT", "0.5")
     with LoopbackServer() as hanging:
@@ -337,7 +337,7 @@ def test_hanging_mirror_is_reported_by_realize(locked: Project, monkeypatch: pyt
     assert f"mirror {hanging.base} skipped for the rest of this run: timed out after 0.5 s" in r.err
 
 
-def test_mirror_with_wrong_bytes_is_mentioned(locked: Project) -> None:
+def test_mirror_with_wrong_bytes_is_mentioned(locked: Project) -> None:  # noqa: F811  (pytest fixture)
     p = locked
     with LoopbackServer() as bad:
         bad.route(f"/sha256/{sha(HELLO)}", Serve(b"not the bytes you locked\n"))

@@ -154,7 +154,7 @@ def test_zip_member_lying_about_its_size_is_still_stopped(tmp_path: Path, dest: 
     raw[22:26] = (10).to_bytes(4, "little")
     raw[cd + 24:cd + 28] = (10).to_bytes(4, "little")
     archive.write_bytes(bytes(raw))
-    with pytest.raises(FetchError, match="corrupt|Bad CRC|BadZipFile"):
+    with pytest.raises(FetchError, match=r"corrupt|Bad CRC|BadZipFile"):
         unpack(archive, dest, max_bytes=1000)
     assert used(dest) == 0
 
@@ -187,7 +187,7 @@ from tests.core.project import Project, core_env  # noqa: E402, F401  (fixture)
 from tests.httpserver import Serve  # noqa: E402
 
 
-def test_realize_stops_at_the_locked_tree_size(locked: Project, tmp_path: Path) -> None:
+def test_realize_stops_at_the_locked_tree_size(locked: Project, tmp_path: Path) -> None:  # noqa: F811  (pytest fixture)
     p = locked
     bomb = zeros_tar_gz(tmp_path / "bomb.tar.gz", name="data/zeros.bin").read_bytes()
     p.route("/arch/data.tar.gz", Serve(bomb))
@@ -207,7 +207,7 @@ def test_realize_stops_at_the_locked_tree_size(locked: Project, tmp_path: Path) 
     assert not list(p.store_dir.rglob("zeros.bin"))
 
 
-def test_lock_refuses_to_pin_a_bomb(project: Project, tmp_path: Path) -> None:
+def test_lock_refuses_to_pin_a_bomb(project: Project, tmp_path: Path) -> None:  # noqa: F811  (pytest fixture)
     p = project
     p.route("/arch/data.tar.gz", Serve(zeros_tar_gz(tmp_path / "bomb.tar.gz", name="data/zeros.bin").read_bytes()))
     r = p.lock(expect=None)

@@ -22,6 +22,7 @@ is why it has 941 label lines but 929 boxes); param ``strict`` turns that into a
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import InputError
@@ -105,7 +106,7 @@ def build(ctx: BuildContext) -> None:
 
     numeric = all(f.stem.isdigit() for f in image_files) and len({int(f.stem) for f in image_files}) == len(image_files)
     out_images = []
-    out_anns = []
+    out_anns: list[dict[str, Any]] = []
     for pos, f in enumerate(image_files, start=1):
         rel = f"images/{split}/{f.name}"
         width, height = himages.image_size(f)

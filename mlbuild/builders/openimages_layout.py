@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import shutil
 
-
 from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import InputError
 

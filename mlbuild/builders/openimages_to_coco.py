@@ -20,6 +20,7 @@ iscrowd``; all categories. Every kept image must exist under ``validation/data``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import InputError
@@ -69,7 +70,7 @@ def build(ctx: BuildContext) -> None:
             raise InputError(f"{rel_name}: image `{rel}` (id {im['id']}) is missing from the dataset")
         kept[im["id"]] = rel
         out_images.append({"file_name": rel, "height": im["height"], "id": im["id"], "width": im["width"]})
-    out_anns = []
+    out_anns: list[dict[str, Any]] = []
     for a in doc["annotations"]:
         if a["image_id"] not in kept:
             continue
@@ -95,8 +96,13 @@ def build(ctx: BuildContext) -> None:
         "categories": categories,
         "images": out_images,
         "info": {
-            "description": f"MLPerf Open Images ({rel_name}), first {len(out_images)} images, by mlbuild {NAME} v{VERSION}",
+            "description": (
+                f"MLPerf Open Images ({rel_name}), first {len(out_images)} images, by mlbuild {NAME} v{VERSION}"
+            ),
         },
     }
     coco.dump_json(Path(ctx.out) / coco.ANNOTATIONS_FILE, out)
-    ctx.log(f"wrote {coco.ANNOTATIONS_FILE}: {len(out_images)} images, {len(out_anns)} boxes, {len(categories)} categories")
+    ctx.log(
+        f"wrote {coco.ANNOTATIONS_FILE}: {len(out_images)} images, {len(out_anns)} boxes, "
+        f"{len(categories)} categories"
+    )

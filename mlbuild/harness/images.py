@@ -22,15 +22,19 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 TENSORS_FILE = "tensors.bin"
 META_FILE = "meta.json"
 
 
-def decode_rgb(path: Path):
+def decode_rgb(path: Path) -> NDArray[np.uint8]:
     """Decode an image file to an HxWx3 uint8 RGB array."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
@@ -55,7 +59,7 @@ def image_size(path: Path) -> tuple[int, int]:
         raise InputError(f"{path.name}: cannot read image header: {exc}") from None
 
 
-def _axis(n_in: int, n_out: int):
+def _axis(n_in: int, n_out: int) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     import numpy as np
 
     scale = n_in / n_out
@@ -72,7 +76,7 @@ def _axis(n_in: int, n_out: int):
     return i0, i1, frac.astype(np.float32)
 
 
-def resize_bilinear(img, out_w: int, out_h: int):
+def resize_bilinear(img: NDArray[Any], out_w: int, out_h: int) -> NDArray[np.float32]:
     """Bilinear resize (OpenCV ``INTER_LINEAR`` grid) of an HxWxC array; returns float32."""
     import numpy as np
 
@@ -92,7 +96,7 @@ def resize_bilinear(img, out_w: int, out_h: int):
     return left + (right - left) * fx
 
 
-def letterbox(rgb, size: int, pad: float):
+def letterbox(rgb: NDArray[np.uint8], size: int, pad: float) -> tuple[NDArray[np.float32], float]:
     """YOLOX preprocessing of an RGB uint8 image: (CHW float32 BGR tensor, scale).
 
     Resize keeping the aspect ratio so the longer side is ``size`` (new size
@@ -112,7 +116,7 @@ def letterbox(rgb, size: int, pad: float):
     return out, r
 
 
-def retinanet(rgb, size: int):
+def retinanet(rgb: NDArray[np.uint8], size: int) -> NDArray[np.float32]:
     """MLPerf RetinaNet preprocessing: resize to ``size x size`` (no aspect keep), RGB, 0..1, CHW."""
     resized = resize_bilinear(rgb, size, size)
     resized /= 255.0
@@ -125,11 +129,13 @@ def retinanet(rgb, size: int):
 _RECIPES: dict[str, Callable[..., Any]] = {}
 
 
-def _recipe_letterbox(rgb, params):
+def _recipe_letterbox(rgb: NDArray[np.uint8], params: dict[str, Any]) -> tuple[NDArray[np.float32], float]:
     return letterbox(rgb, params["size"], params["pad"])
 
 
-def _recipe_retinanet(rgb, params):
+def _recipe_retinanet(
+    rgb: NDArray[np.uint8], params: dict[str, Any]
+) -> tuple[NDArray[np.float32], list[float]]:
     h, w = rgb.shape[:2]
     size = params["size"]
     return retinanet(rgb, size), [size / w, size / h]
@@ -139,15 +145,17 @@ _RECIPES["letterbox"] = _recipe_letterbox
 _RECIPES["retinanet"] = _recipe_retinanet
 
 
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data).cast("B")
+def _pwrite_all(fd: int, data: NDArray[Any], offset: int) -> None:
+    view = data.data.cast("B")  # the array's own buffer (C-contiguous: ascontiguousarray)
     while view:
         written = os.pwrite(fd, view, offset)
         view = view[written:]
         offset += written
 
 
-def _work(args) -> list[tuple[int, Any, int, int]]:
+def _work(
+    args: tuple[str, dict[str, Any], str, tuple[int, int, int, int], list[Any]],
+) -> list[tuple[int, Any, int, int]]:
     """Process a chunk of samples; writes each tensor into the shared file at its offset."""
     import numpy as np
 
@@ -235,7 +243,7 @@ def write_tensors(
         raise InputError(f"{TENSORS_FILE}: preprocessing produced {len(results)} of {n} samples")
     log(f"preprocessed {n} images into {TENSORS_FILE} ({nbytes} bytes, {jobs} jobs)")
     samples = []
-    for (i, scale, w, h), img in zip(results, images):
+    for (_, scale, w, h), img in zip(results, images, strict=True):  # one result per image (checked above)
         samples.append(
             {
                 "file_name": img["file_name"],

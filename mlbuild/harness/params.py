@@ -34,7 +34,7 @@ def resolve(
             value = p.default
         if p.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if p.type is int and isinstance(value, bool) or not isinstance(value, p.type):
+        if (p.type is int and isinstance(value, bool)) or not isinstance(value, p.type):
             raise InputError(
                 f"builder `{builder}`: param `{name}` must be {p.type.__name__}, "
                 f"got {type(value).__name__} {value!r}"

@@ -12,9 +12,13 @@ which is the ``openimages-mlperf.json`` category id, for RetinaNet).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbuild.harness.coco import COCO80_IDS
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 YOLOX_STRIDES = (8, 16, 32)
 
@@ -57,7 +61,7 @@ class YoloxDecoder:
         self.nms_iou = float(nms_iou)
         self.max_detections = int(max_detections)
 
-    def decode(self, out) -> tuple[Any, Any, Any]:
+    def decode(self, out: NDArray[Any]) -> tuple[NDArray[np.float32], NDArray[np.float32], NDArray[np.int64]]:
         """One image's ``[A, 5+C]`` array -> (boxes xyxy in input pixels, scores, class index)."""
         import numpy as np
 
@@ -78,7 +82,9 @@ class YoloxDecoder:
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1)
         return boxes, scores[keep], cls_idx[keep]
 
-    def records(self, out, sample_index: int, scale: float, width: int, height: int):
+    def records(
+        self, out: NDArray[Any], sample_index: int, scale: float, width: int, height: int
+    ) -> NDArray[np.float32]:
         """One image's model output -> float32 ``[k, 7]`` accuracy records."""
         import numpy as np
 
@@ -98,7 +104,9 @@ class YoloxDecoder:
         return rec
 
 
-def nms(boxes, scores, classes, iou_threshold: float, max_detections: int):
+def nms(
+    boxes: NDArray[Any], scores: NDArray[Any], classes: NDArray[Any], iou_threshold: float, max_detections: int
+) -> NDArray[np.int64]:
     """Per-class greedy NMS (native code, ``mlbuild._native.nms``); same result as
     :func:`nms_reference`, which the tests hold it against, at a fraction of the cost."""
     import numpy as np
@@ -114,7 +122,9 @@ def nms(boxes, scores, classes, iou_threshold: float, max_detections: int):
     return np.asarray(kept, dtype=np.int64)
 
 
-def nms_reference(boxes, scores, classes, iou_threshold: float, max_detections: int):
+def nms_reference(
+    boxes: NDArray[Any], scores: NDArray[Any], classes: NDArray[Any], iou_threshold: float, max_detections: int
+) -> NDArray[np.int64]:
     """Per-class greedy NMS in numpy; returns kept indices by descending score (stable on ties).
 
     Greedy as torchvision's ``batched_nms``: within a class, walk the boxes by descending
@@ -159,7 +169,15 @@ def nms_reference(boxes, scores, classes, iou_threshold: float, max_detections: 
     return order[ranks].astype(np.int64)
 
 
-def retinanet_records(boxes, scores, labels, sample_index: int, size: int, score_threshold: float, max_detections: int):
+def retinanet_records(
+    boxes: NDArray[Any],
+    scores: NDArray[Any],
+    labels: NDArray[Any],
+    sample_index: int,
+    size: int,
+    score_threshold: float,
+    max_detections: int,
+) -> NDArray[np.float32]:
     """MLPerf RetinaNet ONNX outputs -> float32 ``[k, 7]`` records.
 
     The model returns post-processed detections: ``boxes [k, 4]`` as ``xmin, ymin, xmax, ymax``

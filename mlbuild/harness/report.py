@@ -38,7 +38,9 @@ def _ticks(lo: float, hi: float, n: int = 5) -> list[float]:
     return out
 
 
-def _frame(title: str, xlabel: str, ylabel: str, xlo: float, xhi: float, ylo: float, yhi: float, body: str, xticks: bool = True) -> str:
+def _frame(
+    title: str, xlabel: str, ylabel: str, xlo: float, xhi: float, ylo: float, yhi: float, body: str, xticks: bool = True
+) -> str:
     pw, ph = W - ML - MR, H - MT - MB
 
     def sx(x: float) -> float:
@@ -48,7 +50,8 @@ def _frame(title: str, xlabel: str, ylabel: str, xlo: float, xhi: float, ylo: fl
         return MT + ph - (y - ylo) / (yhi - ylo or 1) * ph
 
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" aria-label="{html.escape(title)}">',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
+        f'aria-label="{html.escape(title)}">',
         f'<text x="{W / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{html.escape(title)}</text>',
         f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
@@ -60,9 +63,12 @@ def _frame(title: str, xlabel: str, ylabel: str, xlo: float, xhi: float, ylo: fl
         for t in _ticks(xlo, xhi):
             x = sx(t)
             parts.append(f'<text x="{x:.1f}" y="{MT + ph + 14}" text-anchor="middle" font-size="10">{_fmt(t)}</text>')
-    parts.append(f'<text x="{ML + pw / 2}" y="{H - 6}" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>')
     parts.append(
-        f'<text x="12" y="{MT + ph / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 12 {MT + ph / 2})">{html.escape(ylabel)}</text>'
+        f'<text x="{ML + pw / 2}" y="{H - 6}" text-anchor="middle" font-size="11">{html.escape(xlabel)}</text>'
+    )
+    parts.append(
+        f'<text x="12" y="{MT + ph / 2}" text-anchor="middle" font-size="11" '
+        f'transform="rotate(-90 12 {MT + ph / 2})">{html.escape(ylabel)}</text>'
     )
     parts.append(body)
     parts.append("</svg>")
@@ -86,8 +92,10 @@ def histogram_svg(values: Sequence[float], title: str, xlabel: str, bins: int = 
         if not c:
             continue
         h = c / top * ph
+        left, right = _fmt(lo + i * (hi - lo) / bins), _fmt(lo + (i + 1) * (hi - lo) / bins)
         rects.append(
-            f'<rect x="{ML + i * bw:.1f}" y="{MT + ph - h:.1f}" width="{max(bw - 1, 1):.1f}" height="{h:.1f}" fill="#4c78a8"><title>{_fmt(lo + i * (hi - lo) / bins)}–{_fmt(lo + (i + 1) * (hi - lo) / bins)}: {c}</title></rect>'
+            f'<rect x="{ML + i * bw:.1f}" y="{MT + ph - h:.1f}" width="{max(bw - 1, 1):.1f}" height="{h:.1f}" '
+            f'fill="#4c78a8"><title>{left}–{right}: {c}</title></rect>'
         )
     return _frame(title, xlabel, "samples", lo, hi, 0, top, "\n".join(rects))
 
@@ -101,7 +109,8 @@ def line_svg(xs: Sequence[float], ys: Sequence[float], title: str, xlabel: str, 
         xhi = xlo + 1
     pw, ph = W - ML - MR, H - MT - MB
     pts = " ".join(
-        f"{ML + (x - xlo) / (xhi - xlo) * pw:.1f},{MT + ph - (y - ylo) / (yhi - ylo) * ph:.1f}" for x, y in zip(xs, ys)
+        f"{ML + (x - xlo) / (xhi - xlo) * pw:.1f},{MT + ph - (y - ylo) / (yhi - ylo) * ph:.1f}"
+        for x, y in zip(xs, ys, strict=True)
     )
     body = f'<polyline points="{pts}" fill="none" stroke="#e45756" stroke-width="1.5"/>'
     return _frame(title, xlabel, ylabel, xlo, xhi, ylo, yhi, body)
@@ -116,8 +125,10 @@ def bars_svg(items: Sequence[tuple[str, float]], title: str, ylabel: str) -> str
     top = max(100.0, max(v for _, v in items))
     bw = pw / n
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" viewBox="0 0 {width} {H}" role="img" aria-label="{html.escape(title)}">',
-        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">{html.escape(title)}</text>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{H}" viewBox="0 0 {width} {H}" role="img" '
+        f'aria-label="{html.escape(title)}">',
+        f'<text x="{width / 2}" y="16" text-anchor="middle" font-size="13" font-weight="bold">'
+        f'{html.escape(title)}</text>',
         f'<rect x="{ML}" y="{MT}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>',
     ]
     for t in _ticks(0, top):
@@ -128,14 +139,17 @@ def bars_svg(items: Sequence[tuple[str, float]], title: str, ylabel: str) -> str
         h = v / top * ph
         x = ML + i * bw
         parts.append(
-            f'<rect x="{x:.1f}" y="{MT + ph - h:.1f}" width="{max(bw - 1, 1):.1f}" height="{h:.1f}" fill="#54a24b"><title>{html.escape(name)}: {v:.1f}</title></rect>'
+            f'<rect x="{x:.1f}" y="{MT + ph - h:.1f}" width="{max(bw - 1, 1):.1f}" height="{h:.1f}" '
+            f'fill="#54a24b"><title>{html.escape(name)}: {v:.1f}</title></rect>'
         )
         cx = x + bw / 2
         parts.append(
-            f'<text x="{cx:.1f}" y="{MT + ph + 6}" font-size="8" text-anchor="end" transform="rotate(-60 {cx:.1f} {MT + ph + 6})">{html.escape(name[:18])}</text>'
+            f'<text x="{cx:.1f}" y="{MT + ph + 6}" font-size="8" text-anchor="end" '
+            f'transform="rotate(-60 {cx:.1f} {MT + ph + 6})">{html.escape(name[:18])}</text>'
         )
     parts.append(
-        f'<text x="12" y="{MT + ph / 2}" text-anchor="middle" font-size="11" transform="rotate(-90 12 {MT + ph / 2})">{html.escape(ylabel)}</text>'
+        f'<text x="12" y="{MT + ph / 2}" text-anchor="middle" font-size="11" '
+        f'transform="rotate(-90 12 {MT + ph / 2})">{html.escape(ylabel)}</text>'
     )
     parts.append("</svg>")
     return "\n".join(parts)
@@ -184,24 +198,24 @@ def render(result: dict[str, Any], timelines: dict[str, Any]) -> str:
     for phase, tl in timelines.items():
         if tl is None or not tl.completed:
             continue
-        lat_ms = [(c - i) / 1e6 for i, c in zip(tl.issued, tl.completed)]
+        lat_ms = [(c - i) / 1e6 for i, c in zip(tl.issued, tl.completed, strict=True)]
         t0 = min(tl.issued)
         done = sorted((c - t0) / 1e9 for c in tl.completed)
         step = max(1, len(done) // 400)
-        xs = [0.0] + done[::step] + [done[-1]]
+        xs = [0.0, *done[::step], done[-1]]
         ys = [0.0] + [float(i + 1) for i in range(0, len(done), step)] + [float(len(done))]
         sections.append(f"<h2>{html.escape(phase)} run, as seen by the SUT</h2>")
         sections.append(
             histogram_svg(lat_ms, f"{phase}: latency distribution (query arrival → completion)", "latency (ms)")
         )
-        sections.append(line_svg(xs, ys, f"{phase}: completed samples over time", "time since first query (s)", "samples completed"))
+        sections.append(
+            line_svg(xs, ys, f"{phase}: completed samples over time", "time since first query (s)", "samples completed")
+        )
     acc = result.get("accuracy")
     if acc:
         per = sorted(((k, v) for k, v in acc.get("per_class_ap", {}).items() if v is not None), key=lambda kv: -kv[1])
-        sections.append(
-            "<h2>Accuracy (COCOeval bbox)</h2>"
-            + _table([("mAP (%)", acc.get("mAP")), ("samples", acc.get("samples")), ("detections", acc.get("detections"))])
-        )
+        summary = [("mAP (%)", acc.get("mAP")), ("samples", acc.get("samples")), ("detections", acc.get("detections"))]
+        sections.append("<h2>Accuracy (COCOeval bbox)</h2>" + _table(summary))
         sections.append(bars_svg(per, "AP per class (IoU 0.50:0.95, %)", "AP (%)"))
     sysinfo = result.get("system", {})
     rows = [(k, v) for k, v in sysinfo.items() if k not in ("libraries", "loadgen")]
@@ -212,7 +226,8 @@ def render(result: dict[str, Any], timelines: dict[str, Any]) -> str:
     sections.append("<h2>Inputs</h2>" + _table(sorted(result.get("inputs", {}).items())))
     style = (
         "body{font-family:sans-serif;max-width:1000px;margin:1em auto;color:#222}"
-        "table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:2px 8px;text-align:left;font-size:13px}"
+        "table{border-collapse:collapse;margin:.5em 0}"
+        "th,td{border:1px solid #ddd;padding:2px 8px;text-align:left;font-size:13px}"
         "th{background:#f5f5f5;font-weight:normal}svg{display:block;margin:1em 0}"
     )
     return (

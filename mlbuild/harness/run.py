@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
 from mlbuild.harness import coco, images, logs, provenance, sut
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    from mlbuild.builders import BuildContext
 
 RESULT_SCHEMA = 1
 MODEL_DEFAULT_SCORE_THRESHOLD = {"yolox": 0.001, "retinanet": 0.05}
@@ -41,7 +46,9 @@ def check_inputs(
     want = PREPROCESS_FOR[model_kind]
     got = meta.get("preprocess")
     if got is not None and got != want:
-        raise InputError(f"meta.json: tensors were made by `{got}` preprocessing, model_kind `{model_kind}` needs `{want}`")
+        raise InputError(
+            f"meta.json: tensors were made by `{got}` preprocessing, model_kind `{model_kind}` needs `{want}`"
+        )
     if model_kind == "yolox":
         for i, s in enumerate(meta["samples"]):
             if not isinstance(s.get("scale"), (int, float)) or s["scale"] <= 0:
@@ -51,7 +58,7 @@ def check_inputs(
         raise InputError(f"meta.json: tensors are {h}x{w}; the detection models take a square input")
 
 
-def _settings(lg, p: dict[str, Any], *, accuracy: bool, n: int):
+def _settings(lg: ModuleType, p: dict[str, Any], *, accuracy: bool, n: int) -> Any:
     s = lg.TestSettings()
     # conf_type 0: the LoadGen's embedded mlperf.conf only (no user.conf, so the
     # process-global "multiple conf files" rule never fires); the path is not read.
@@ -92,7 +99,7 @@ def _settings(lg, p: dict[str, Any], *, accuracy: bool, n: int):
     return s
 
 
-def run(ctx, p: dict[str, Any], version: int) -> None:
+def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     log: Callable[[str], None] = ctx.log
     out = Path(ctx.out)
     model_path = sut.find_model(Path(ctx.inputs["model"]))
@@ -118,7 +125,9 @@ def run(ctx, p: dict[str, Any], version: int) -> None:
     else:
         batch = p["batch_size"] or 1
     if kind == "retinanet" and batch != 1:
-        raise InputError(f"{model_path.name}: RetinaNet outputs carry no batch dimension; batch_size must be 1, got {batch}")
+        raise InputError(
+            f"{model_path.name}: RetinaNet outputs carry no batch dimension; batch_size must be 1, got {batch}"
+        )
     threshold = p["score_threshold"] if p["score_threshold"] >= 0 else MODEL_DEFAULT_SCORE_THRESHOLD[kind]
     post = sut.Postprocessor(
         kind,
@@ -231,7 +240,7 @@ def sut_accuracy(acc_log: Path, annotations: dict[str, Any], n: int) -> dict[str
     return haccuracy.evaluate(acc_log, annotations, n)
 
 
-def _system(lg, detail: dict[str, Any]) -> dict[str, Any]:
+def _system(lg: ModuleType, detail: dict[str, Any]) -> dict[str, Any]:
     from mlbuild.harness import system
 
     return system.describe(lg, detail)

@@ -23,12 +23,16 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
 
 LOADGEN_MODULES = {"official": "mlperf_loadgen", "pyo3": "mlbuild_loadgen"}
 
@@ -48,7 +52,7 @@ GRAPH_OPT_LEVELS = {
 }
 
 
-def import_loadgen(which: str):
+def import_loadgen(which: str) -> ModuleType:
     """The LoadGen module for param ``loadgen`` (the only place that chooses it)."""
     import importlib
 
@@ -78,7 +82,9 @@ def find_model(inp: Path) -> Path:
     raise InputError(f"{inp}: model input does not exist")
 
 
-def make_session(model: Path, *, intra_op_threads: int, inter_op_threads: int, graph_optimization_level: str):
+def make_session(
+    model: Path, *, intra_op_threads: int, inter_op_threads: int, graph_optimization_level: str
+) -> ort.InferenceSession:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -93,6 +99,11 @@ def make_session(model: Path, *, intra_op_threads: int, inter_op_threads: int, g
         raise InputError(f"{model.name}: onnxruntime cannot load the model: {exc}") from None
 
 
+def _dims(shape: list[Any]) -> list[int | str]:
+    """A model shape for JSON: fixed dims as ints, symbolic ones (names, None) as strings."""
+    return [d if isinstance(d, int) else str(d) for d in shape]
+
+
 @dataclass
 class ModelInfo:
     input_name: str
@@ -103,12 +114,12 @@ class ModelInfo:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "input": {"name": self.input_name, "shape": [d if isinstance(d, int) else str(d) for d in self.input_shape], "type": self.input_type},
-            "outputs": {k: {"shape": [d if isinstance(d, int) else str(d) for d in s], "type": t} for k, (s, t) in sorted(self.outputs.items())},
+            "input": {"name": self.input_name, "shape": _dims(self.input_shape), "type": self.input_type},
+            "outputs": {k: {"shape": _dims(s), "type": t} for k, (s, t) in sorted(self.outputs.items())},
         }
 
 
-def inspect_model(session, model_name: str) -> ModelInfo:
+def inspect_model(session: ort.InferenceSession, model_name: str) -> ModelInfo:
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise InputError(f"{model_name}: model has {len(inputs)} inputs, expected 1 image input")
@@ -126,9 +137,11 @@ def check_model_against_meta(info: ModelInfo, model_name: str, meta: dict[str, A
     want = [d if isinstance(d, int) else "N" for d in info.input_shape]
     if info.input_type != "tensor(float)":
         raise InputError(
-            f"{model_name}: input `{info.input_name}` wants {info.input_type}, but tensors.bin holds float32 (meta.json)"
+            f"{model_name}: input `{info.input_name}` wants {info.input_type}, "
+            "but tensors.bin holds float32 (meta.json)"
         )
-    for dim, have, label in zip(info.input_shape[1:], (c, h, w), ("channels", "height", "width")):
+    # rank 4 (inspect_model)
+    for dim, have, label in zip(info.input_shape[1:], (c, h, w), ("channels", "height", "width"), strict=True):
         if isinstance(dim, int) and dim > 0 and dim != have:
             raise InputError(
                 f"{model_name}: input `{info.input_name}` wants {want} float32 but tensors.bin holds "
@@ -162,7 +175,16 @@ def check_outputs(info: ModelInfo, model_name: str, model_kind: str, size: int) 
 class Postprocessor:
     """Turns one batch of session outputs into per-sample float32 accuracy records."""
 
-    def __init__(self, model_kind: str, meta: dict[str, Any], output_names: list[str], *, score_threshold: float, nms_iou: float, max_detections: int):
+    def __init__(
+        self,
+        model_kind: str,
+        meta: dict[str, Any],
+        output_names: list[str],
+        *,
+        score_threshold: float,
+        nms_iou: float,
+        max_detections: int,
+    ) -> None:
         from mlbuild.harness import postprocess
 
         self.kind = model_kind
@@ -209,7 +231,18 @@ class Timeline:
 class Harness:
     """QSL + SUT around one session; ``run(settings, outdir)`` runs one LoadGen test."""
 
-    def __init__(self, lg, session, info: ModelInfo, tensors: Path, meta: dict[str, Any], post: Postprocessor, batch_size: int, perf_count: int, log: Callable[[str], None]):
+    def __init__(
+        self,
+        lg: ModuleType,
+        session: ort.InferenceSession,
+        info: ModelInfo,
+        tensors: Path,
+        meta: dict[str, Any],
+        post: Postprocessor,
+        batch_size: int,
+        perf_count: int,
+        log: Callable[[str], None],
+    ) -> None:
         import numpy as np
 
         self.lg = lg
@@ -229,30 +262,29 @@ class Harness:
         self._np = np
 
     # --- QSL -------------------------------------------------------------------------------
-    def load(self, indices) -> None:
+    def load(self, indices: Sequence[int]) -> None:
         page = 4096 // 4
         for i in indices:
             flat = self.data[i].reshape(-1)
             # one read per page pulls the sample into the page cache
             float(flat[::page].sum())
 
-    def unload(self, indices) -> None:
+    def unload(self, indices: Sequence[int]) -> None:
         return None
 
     # --- SUT -------------------------------------------------------------------------------
-    def issue(self, query_samples) -> None:
+    def issue(self, query_samples: Sequence[Any]) -> None:
         ids = [q.id for q in query_samples]
         idx = [q.index for q in query_samples]
         self.queue.put((time.monotonic_ns(), ids, idx))
 
-    def issue_fast(self, ids, idx) -> None:
+    def issue_fast(self, ids: Sequence[int], idx: Sequence[int]) -> None:
         self.queue.put((time.monotonic_ns(), list(ids), list(idx)))
 
     def flush(self) -> None:
         return None
 
     def _worker(self) -> None:
-        lg = self.lg
         bs = self.batch_size
         run = self.session.run
         names = self.post.output_names
@@ -265,7 +297,7 @@ class Harness:
                 if item is None:
                     return
                 t, ids, idx = item
-                pending.extend(zip([t] * len(ids), ids, idx))
+                pending.extend(zip([t] * len(ids), ids, idx, strict=True))
             # batch what is already waiting (Server queries arrive one by one)
             while len(pending) < bs:
                 try:
@@ -276,16 +308,13 @@ class Harness:
                     self.queue.put(None)
                     break
                 t, ids, idx = item
-                pending.extend(zip([t] * len(ids), ids, idx))
+                pending.extend(zip([t] * len(ids), ids, idx, strict=True))
             batch, pending = pending[:bs], pending[bs:]
             indices = [b[2] for b in batch]
             try:
-                if len(indices) == 1:
-                    x = np.asarray(self.data[indices[0] : indices[0] + 1])
-                else:
-                    x = self.data[indices]
+                x = np.asarray(self.data[indices[0] : indices[0] + 1]) if len(indices) == 1 else self.data[indices]
                 if self.info.fixed_batch and x.shape[0] < self.info.fixed_batch:
-                    padded = np.zeros((self.info.fixed_batch,) + x.shape[1:], dtype=np.float32)
+                    padded = np.zeros((self.info.fixed_batch, *x.shape[1:]), dtype=np.float32)
                     padded[: x.shape[0]] = x
                     x = padded
                 outputs = run(names, {feed_name: x})
@@ -314,7 +343,7 @@ class Harness:
             if recs is None:
                 recs = [np.zeros((0, 7), np.float32) for _ in batch]
             responses = []
-            for (_, qid, _), rec in zip(batch, recs):
+            for (_, qid, _), rec in zip(batch, recs, strict=True):  # one record array per sample
                 ptr, _ = rec.__array_interface__["data"]
                 responses.append(lg.QuerySampleResponse(qid, ptr if rec.size else 0, rec.nbytes))
             lg.QuerySamplesComplete(responses)
@@ -327,12 +356,12 @@ class Harness:
 
     def warmup(self, runs: int = 2) -> None:
         np = self._np
-        shape = [self.info.fixed_batch or self.batch_size] + list(self.meta["shape"][1:])
+        shape = [self.info.fixed_batch or self.batch_size, *self.meta["shape"][1:]]
         x = np.zeros(shape, dtype=np.float32)
         for _ in range(runs):
             self.session.run(self.post.output_names, {self.info.input_name: x})
 
-    def run(self, settings, outdir: Path) -> Timeline:
+    def run(self, settings: Any, outdir: Path) -> Timeline:
         lg = self.lg
         outdir.mkdir(parents=True, exist_ok=True)
         self.timeline = Timeline()

@@ -97,7 +97,7 @@ def test_two_concurrent_realizes_share_the_work(locked: Project) -> None:
     p.route("/set/a.txt", Slow(SET_A, parts=3, delay=0.2))
     procs = [p.spawn("realize", "bundle") for _ in range(2)]
     results = [proc.communicate(timeout=60) for proc in procs]
-    for proc, (out, err) in zip(procs, results):
+    for proc, (_out, err) in zip(procs, results, strict=True):
         assert proc.returncode == 0, err
     assert results[0][0] == results[1][0]
     for path in ("/files/hello.txt", "/set/a.txt", "/set/sub/b.txt", "/arch/data.tar.gz"):

@@ -218,10 +218,12 @@ def test_lock_text_is_independent_of_insertion_order(lock: Lock) -> None:
 
 
 def test_python_packages_locked_for_another_platform_are_refused(tmp_path):
+    """A lock's wheels fit the platform it was made on; elsewhere realize says so, by name."""
     import pytest
 
-    """A lock's wheels fit the platform it was made on; elsewhere realize says so, by name."""
-    from mlbuild import graph, lock as lockmod, manifest as manifestmod
+    from mlbuild import graph
+    from mlbuild import lock as lockmod
+    from mlbuild import manifest as manifestmod
     from mlbuild.errors import LockError
     from mlbuild.hashing import ContentHash
 

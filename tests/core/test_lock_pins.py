@@ -65,7 +65,9 @@ def test_a_name_too_long_for_the_store_is_an_error(locked: Project) -> None:
 def test_offline_lock_pins_what_the_store_holds(project: Project, tmp_path: Path) -> None:
     p = project
     data = b"bytes the user already has\n"
-    p.append_manifest(f'[fetch.known]\nurl = "{{base}}/files/known.bin"\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n')
+    p.append_manifest(
+        f'[fetch.known]\nurl = "{{base}}/files/known.bin"\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n'
+    )
     src = tmp_path / "known.bin"
     src.write_bytes(data)
     p.cli("store", "add", str(src))

@@ -38,7 +38,9 @@ CASES = {
     ),
     "unknown-param": (
         GOOD + "\n[build.odd]\nbuilder = \"concat\"\ninputs = {{ a = \"hello\" }}\nparams = {{ glue = \"+\" }}\n",
-        lambda n: f"error: manifests/test.toml:{n + 2}: `build.odd.params.glue`: builder `concat` has no parameter `glue`",
+        lambda n: (
+            f"error: manifests/test.toml:{n + 2}: `build.odd.params.glue`: builder `concat` has no parameter `glue`"
+        ),
     ),
     "param-wrong-type": (
         GOOD + "\n[build.odd]\nbuilder = \"concat\"\ninputs = {{ a = \"hello\" }}\nparams = {{ sleep = \"long\" }}\n",

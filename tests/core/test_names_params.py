@@ -161,7 +161,9 @@ def test_default_ranges_of_params_without_their_own() -> None:
 def test_strip_components_out_of_range_is_refused(project: Project, value: str, found: str) -> None:
     p = project
     n = lines(p)
-    p.append_manifest(f'[fetch.deep]\nurl = "{{base}}/arch/data.tar.gz"\nunpack = "tar.gz"\nstrip_components = {value}\n')
+    p.append_manifest(
+        f'[fetch.deep]\nurl = "{{base}}/arch/data.tar.gz"\nunpack = "tar.gz"\nstrip_components = {value}\n'
+    )
     error = refused(p, "lock", code=3)
     assert error == (f"error: manifests/test.toml:{n + 5}: `fetch.deep.strip_components`: expected an integer in "
                      f"0..{MAX_STRIP_COMPONENTS}, found {found}")

@@ -22,7 +22,8 @@ def _wheel(d: Path, platform_tag: str) -> Path:
         z.writestr("tinypkg/__init__.py", f"PLATFORM = {platform_tag!r}\n")
         z.writestr("tinypkg-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: tinypkg\nVersion: 1.0\n")
         z.writestr("tinypkg-1.0.dist-info/WHEEL",
-                   f"Wheel-Version: 1.0\nGenerator: mlbuild-tests\nRoot-Is-Purelib: false\nTag: py3-none-{platform_tag}\n")
+                   "Wheel-Version: 1.0\nGenerator: mlbuild-tests\nRoot-Is-Purelib: false\n"
+                   f"Tag: py3-none-{platform_tag}\n")
         z.writestr("tinypkg-1.0.dist-info/RECORD", "")
     return d / name
 
@@ -79,7 +80,9 @@ def test_each_platform_gets_its_own_wheels_and_realize_picks_the_host_set(projec
 
 
 def test_an_unknown_platform_is_a_manifest_error(project: Path, capsys) -> None:
-    (project / "manifests" / "py.toml").write_text('[pypi.tiny]\nrequirements = ["tinypkg"]\nplatforms = ["sparc-solaris"]\n')
+    (project / "manifests" / "py.toml").write_text(
+        '[pypi.tiny]\nrequirements = ["tinypkg"]\nplatforms = ["sparc-solaris"]\n'
+    )
     assert main(["lock"]) == 3
     err = capsys.readouterr().err
     assert "manifests/py.toml:3: `pypi.tiny.platforms`: unknown platform 'sparc-solaris'" in err

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from mlbuild import lock as lockmod
-
 from tests.core.project import HELLO, Project
 
 

@@ -29,7 +29,9 @@ class Project:
         r = subprocess.run([sys.executable, "-m", "mlbuild", *args], cwd=self.root, env=full_env,
                            capture_output=True, text=True, timeout=timeout)
         if check and r.returncode != 0:
-            raise AssertionError(f"mlbuild {' '.join(args)} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
+            raise AssertionError(
+                f"mlbuild {' '.join(args)} exited {r.returncode}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}"
+            )
         return r
 
 

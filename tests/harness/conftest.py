@@ -23,7 +23,15 @@ SAMPLES = REPO.parent / "shared" / "specs" / "loadgen-samples"
 assert COCO128.is_dir() and YOLOX.is_file(), f"the shared mirror is expected at {MIRROR}"
 
 
-def build(name: str, out: Path, *, inputs: dict[str, Path], params: dict[str, Any] | None = None, jobs: int = 1, logs: list[str] | None = None) -> Path:
+def build(
+    name: str,
+    out: Path,
+    *,
+    inputs: dict[str, Path],
+    params: dict[str, Any] | None = None,
+    jobs: int = 1,
+    logs: list[str] | None = None,
+) -> Path:
     """Run builder ``name`` in-process into ``out`` (created empty)."""
     out.mkdir(parents=True, exist_ok=False)
     tmp = out.parent / (out.name + ".tmp")

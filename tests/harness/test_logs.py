@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from mlbuild.harness import logs
 
 from .conftest import SAMPLES
@@ -49,14 +47,18 @@ def test_detail_log():
 
 
 def test_detail_line_that_is_not_json_is_recovered():
-    line = ':::MLLOG {"key": "sut_name", "value": "my "quoted" sut", "time_ms": 1.5, "namespace": "mlperf::logging", "event_type": "POINT_IN_TIME", "metadata": {"is_error": true, "is_warning": false}}'
+    line = (
+        ':::MLLOG {"key": "sut_name", "value": "my "quoted" sut", "time_ms": 1.5, "namespace": "mlperf::logging", '
+        '"event_type": "POINT_IN_TIME", "metadata": {"is_error": true, "is_warning": false}}'
+    )
     (e,) = logs.parse_detail_text(line + "\nnot a marker line\n")
     assert e["key"] == "sut_name" and e["value"] == 'my "quoted" sut' and e["time_ms"] == 1.5 and e["is_error"]
 
 
 def test_first_occurrence_wins():
     text = "\n".join(
-        f':::MLLOG {{"key": "loaded_qsl_set", "value": [{i}], "time_ms": {i}.0, "metadata": {{"is_error": false, "is_warning": false}}}}'
+        f':::MLLOG {{"key": "loaded_qsl_set", "value": [{i}], "time_ms": {i}.0, '
+        '"metadata": {"is_error": false, "is_warning": false}}'
         for i in range(3)
     )
     assert logs.detail_values(logs.parse_detail_text(text)) == {"loaded_qsl_set": [0]}

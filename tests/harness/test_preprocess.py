@@ -21,7 +21,8 @@ def _load(pre: Path) -> tuple[dict, np.ndarray]:
 
 
 def test_letterbox_bytes_same_for_jobs_1_and_2(tmp_path, coco_ann, letterboxed16):
-    one = build("letterbox", tmp_path / "j1", inputs={"dataset": COCO128, "annotations": coco_ann}, params={"count": 16}, jobs=1)
+    inputs = {"dataset": COCO128, "annotations": coco_ann}
+    one = build("letterbox", tmp_path / "j1", inputs=inputs, params={"count": 16}, jobs=1)
     assert (one / "tensors.bin").read_bytes() == (letterboxed16 / "tensors.bin").read_bytes()
     assert (one / "meta.json").read_bytes() == (letterboxed16 / "meta.json").read_bytes()
 
@@ -32,7 +33,9 @@ def test_letterbox_meta_and_layout(letterboxed16):
     assert meta["dtype"] == "float32" and meta["layout"] == "NCHW" and meta["channel_order"] == "BGR"
     assert (letterboxed16 / "tensors.bin").stat().st_size == 16 * 3 * 416 * 416 * 4
     s0 = meta["samples"][0]
-    assert s0 == {"file_name": "images/train2017/000000000009.jpg", "height": 480, "image_id": 9, "scale": 0.65, "width": 640}
+    assert s0 == {
+        "file_name": "images/train2017/000000000009.jpg", "height": 480, "image_id": 9, "scale": 0.65, "width": 640
+    }
     # 640x480 -> 416x312 at the top-left, the rest is padding
     assert np.all(t[0, :, 312:, :] == 114.0)
     assert np.any(t[0, :, :312, :] != 114.0)
@@ -62,7 +65,8 @@ def _tiny_dataset(tmp_path: Path, sizes: list[tuple[int, int]]) -> tuple[Path, P
         imgs.append({"id": i + 1, "file_name": f"img/{i:03d}.png", "width": w, "height": h})
     ann = tmp_path / "ann"
     ann.mkdir()
-    (ann / "annotations.json").write_text(json.dumps({"images": imgs, "annotations": [], "categories": [{"id": 1, "name": "x"}]}))
+    doc = {"images": imgs, "annotations": [], "categories": [{"id": 1, "name": "x"}]}
+    (ann / "annotations.json").write_text(json.dumps(doc))
     return root, ann
 
 
@@ -79,7 +83,8 @@ def test_letterbox_known_pixels(tmp_path):
 
 def test_retinanet_known_pixels(tmp_path):
     root, ann = _tiny_dataset(tmp_path, [(64, 32)])
-    pre = build("retinanet-preprocess", tmp_path / "pre", inputs={"dataset": root, "annotations": ann}, params={"size": 40})
+    inputs = {"dataset": root, "annotations": ann}
+    pre = build("retinanet-preprocess", tmp_path / "pre", inputs=inputs, params={"size": 40})
     meta, t = _load(pre)
     assert meta["shape"] == [1, 3, 40, 40] and meta["channel_order"] == "RGB"
     assert meta["samples"][0]["scale"] == [40 / 64, 40 / 32]
@@ -98,8 +103,9 @@ def test_bilinear_matches_opencv_grid():
 
 def test_preprocess_jobs_independent_on_mixed_sizes(tmp_path):
     root, ann = _tiny_dataset(tmp_path, [(30 + 7 * i, 20 + 5 * i) for i in range(9)])
-    a = build("retinanet-preprocess", tmp_path / "a", inputs={"dataset": root, "annotations": ann}, params={"size": 24}, jobs=1)
-    b = build("retinanet-preprocess", tmp_path / "b", inputs={"dataset": root, "annotations": ann}, params={"size": 24}, jobs=2)
+    inputs = {"dataset": root, "annotations": ann}
+    a = build("retinanet-preprocess", tmp_path / "a", inputs=inputs, params={"size": 24}, jobs=1)
+    b = build("retinanet-preprocess", tmp_path / "b", inputs=inputs, params={"size": 24}, jobs=2)
     assert (a / "tensors.bin").read_bytes() == (b / "tensors.bin").read_bytes()
     assert (a / "meta.json").read_bytes() == (b / "meta.json").read_bytes()
 
@@ -130,4 +136,5 @@ def test_undecodable_image(tmp_path):
     root, ann = _tiny_dataset(tmp_path, [(20, 10)])
     (root / "img" / "000.png").write_bytes(b"not an image")
     with pytest.raises(InputError, match=r"000\.png: cannot decode image"):
-        build("retinanet-preprocess", tmp_path / "pre", inputs={"dataset": root, "annotations": ann}, params={"size": 8})
+        build("retinanet-preprocess", tmp_path / "pre", inputs={"dataset": root, "annotations": ann},
+              params={"size": 8})

@@ -21,7 +21,9 @@ CAT = 5  # the stand-in model always answers category 5
 SIZES = {"f00d": (640, 480), "0a1b": (300, 500), "c0de": (800, 600), "5eed": (1024, 768), "ffff": (200, 200)}
 
 
-def _standin_model(path: Path, *, outputs=("boxes", "scores", "labels"), box=(200.0, 200.0, 600.0, 600.0), score=0.9) -> Path:
+def _standin_model(
+    path: Path, *, outputs=("boxes", "scores", "labels"), box=(200.0, 200.0, 600.0, 600.0), score=0.9
+) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
@@ -70,7 +72,9 @@ def _openimages(root: Path) -> Path:
         pix[h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = (220, 40, 40)
         Image.fromarray(pix).save(data / f"{stem}.jpg", quality=90)
         image_id = k + 1
-        images.append({"id": image_id, "file_name": f"{stem}.jpg", "height": h, "width": w, "license": None, "coco_url": None})
+        images.append(
+            {"id": image_id, "file_name": f"{stem}.jpg", "height": h, "width": w, "license": None, "coco_url": None}
+        )
         anns.append(
             {
                 "id": len(anns) + 1, "image_id": image_id, "category_id": CAT,
@@ -79,7 +83,13 @@ def _openimages(root: Path) -> Path:
             }
         )
     cats = [{"id": i, "name": f"class {i}", "supercategory": None} for i in range(8)]
-    doc = {"info": {"dataset": "openimages_mlperf", "version": "v6"}, "licenses": [], "categories": cats, "images": images, "annotations": anns}
+    doc = {
+        "info": {"dataset": "openimages_mlperf", "version": "v6"},
+        "licenses": [],
+        "categories": cats,
+        "images": images,
+        "annotations": anns,
+    }
     (root / "annotations" / "openimages-mlperf.json").write_text(json.dumps(doc))
     return root
 
@@ -91,18 +101,27 @@ def oi(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def oi_ann(tmp_path_factory, oi) -> Path:
-    return build("openimages-to-coco", tmp_path_factory.mktemp("oiann") / "ann", inputs={"dataset": oi}, params={"count": 4})
+    return build(
+        "openimages-to-coco", tmp_path_factory.mktemp("oiann") / "ann", inputs={"dataset": oi}, params={"count": 4}
+    )
 
 
 @pytest.fixture(scope="module")
 def oi_pre(tmp_path_factory, oi, oi_ann) -> Path:
-    return build("retinanet-preprocess", tmp_path_factory.mktemp("oipre") / "pre", inputs={"dataset": oi, "annotations": oi_ann}, jobs=2)
+    return build(
+        "retinanet-preprocess",
+        tmp_path_factory.mktemp("oipre") / "pre",
+        inputs={"dataset": oi, "annotations": oi_ann},
+        jobs=2,
+    )
 
 
 def test_openimages_to_coco(oi_ann):
     doc = json.loads((oi_ann / "annotations.json").read_text())
     names = [im["file_name"] for im in doc["images"]]
-    assert names == ["validation/data/0a1b.jpg", "validation/data/5eed.jpg", "validation/data/c0de.jpg", "validation/data/f00d.jpg"]
+    assert names == [
+        "validation/data/0a1b.jpg", "validation/data/5eed.jpg", "validation/data/c0de.jpg", "validation/data/f00d.jpg"
+    ]
     assert len(doc["categories"]) == 8 and doc["categories"][0] == {"id": 0, "name": "class 0"}
     assert len(doc["annotations"]) == 4
     assert set(doc["annotations"][0]) == {"id", "image_id", "category_id", "bbox", "area", "iscrowd"}
@@ -133,7 +152,7 @@ def test_retinanet_preprocess_meta(oi_pre):
     assert meta["shape"] == [4, 3, 800, 800] and meta["preprocess"] == "retinanet"
     assert meta["samples"][0]["file_name"] == "validation/data/0a1b.jpg"
     t = np.memmap(oi_pre / "tensors.bin", dtype=np.float32, mode="r", shape=(4, 3, 800, 800))
-    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+    assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
     # the red square covers the centre of every image after the 800x800 stretch
     assert t[0, 0, 400, 400] > 0.8 and t[0, 1, 400, 400] < 0.25
 
@@ -172,15 +191,21 @@ def test_retinanet_low_scores_dropped(tmp_path, oi_pre, oi_ann):
 
 def test_retinanet_interface_checks(tmp_path, oi_pre, oi_ann, letterboxed16, coco_ann):
     bad = _standin_model(tmp_path / "bad.onnx", outputs=("boxes", "scores"))
-    with pytest.raises(InputError, match=r"bad\.onnx: a RetinaNet model has outputs `boxes`, `scores`, `labels`; missing `labels`"):
-        build("mlperf-run", tmp_path / "r1", inputs={"env": tmp_path, "model": bad, "preprocessed": oi_pre, "annotations": oi_ann},
+    with pytest.raises(
+        InputError, match=r"bad\.onnx: a RetinaNet model has outputs `boxes`, `scores`, `labels`; missing `labels`"
+    ):
+        build("mlperf-run", tmp_path / "r1",
+              inputs={"env": tmp_path, "model": bad, "preprocessed": oi_pre, "annotations": oi_ann},
               params={"model_kind": "retinanet"})
     good = _standin_model(tmp_path / "good.onnx")
     # YOLOX's 416x416 letterboxed tensors cannot feed an 800x800 model
-    with pytest.raises(InputError, match=r"good\.onnx: input `images` wants \[1, 3, 800, 800\] float32 but tensors\.bin holds \[16,3,416,416\]"):
-        build("mlperf-run", tmp_path / "r2", inputs={"env": tmp_path, "model": good, "preprocessed": letterboxed16, "annotations": coco_ann},
+    want = r"good\.onnx: input `images` wants \[1, 3, 800, 800\] float32 but tensors\.bin holds \[16,3,416,416\]"
+    with pytest.raises(InputError, match=want):
+        build("mlperf-run", tmp_path / "r2",
+              inputs={"env": tmp_path, "model": good, "preprocessed": letterboxed16, "annotations": coco_ann},
               params={"model_kind": "yolox"})
     # the annotations must list the preprocessed images first, in order
     with pytest.raises(InputError, match=r"meta\.json: sample 0 is image"):
-        build("mlperf-run", tmp_path / "r3", inputs={"env": tmp_path, "model": good, "preprocessed": oi_pre, "annotations": coco_ann},
+        build("mlperf-run", tmp_path / "r3",
+              inputs={"env": tmp_path, "model": good, "preprocessed": oi_pre, "annotations": coco_ann},
               params={"model_kind": "retinanet"})

@@ -11,7 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 OWN = sorted(
-    [REPO / "mlbuild" / "builders" / f"{m}.py" for m in ("coco128_to_coco", "letterbox", "openimages_to_coco", "retinanet_preprocess", "mlperf_run")]
+    [
+        REPO / "mlbuild" / "builders" / f"{m}.py"
+        for m in ("coco128_to_coco", "letterbox", "openimages_to_coco", "retinanet_preprocess", "mlperf_run")
+    ]
     + list((REPO / "mlbuild" / "harness").glob("*.py"))
 )
 ALLOWED_MLBUILD = ("mlbuild.errors", "mlbuild.builders", "mlbuild.harness")
@@ -45,12 +48,14 @@ def test_top_level_imports_and_no_print(path):
                 assert m.split(".")[0] not in ("httpx", "rich"), f"{path.name} imports {m}"
 
 
-@pytest.mark.parametrize("name", ["coco128-to-coco", "letterbox", "openimages-to-coco", "retinanet-preprocess", "mlperf-run"])
+@pytest.mark.parametrize(
+    "name", ["coco128-to-coco", "letterbox", "openimages-to-coco", "retinanet-preprocess", "mlperf-run"]
+)
 def test_builder_protocol(name):
     from mlbuild.builders import Param, load
 
     mod = load(name)
-    assert mod.NAME == name and isinstance(mod.VERSION, int) and mod.NEEDS_ENV is True
+    assert name == mod.NAME and isinstance(mod.VERSION, int) and mod.NEEDS_ENV is True
     assert mod.NEEDS_NETWORK is False and callable(mod.build)
     for key, p in mod.PARAMS.items():
         assert isinstance(p, Param) and p.doc, key

@@ -14,7 +14,6 @@ from mlbuild.harness import logs, summary
 
 from .conftest import YOLOX, build
 
-
 FAST = {"min_duration_ms": 0, "min_query_count": 16}
 
 
@@ -91,7 +90,8 @@ def test_report_and_summary(both_run):
     text = summary.format_summary(r)
     assert "mAP" in text and "Samples per second" in text and "Offline" in text
     k = summary.key_figures(r)
-    assert k["scenario"] == "Offline" and k["mode"] == "both" and k["loadgen"] == "official" and k["map"] == r["metrics"]["mAP"]
+    assert k["scenario"] == "Offline" and k["mode"] == "both" and k["loadgen"] == "official"
+    assert k["map"] == r["metrics"]["mAP"]
 
 
 def test_accuracy_output_is_deterministic(tmp_path, letterboxed16, coco_ann, both_run):
@@ -112,7 +112,9 @@ def test_accuracy_output_is_deterministic(tmp_path, letterboxed16, coco_ann, bot
     ],
 )
 def test_other_scenarios_performance(tmp_path, letterboxed16, coco_ann, scenario, extra):
-    out = _run(tmp_path, scenario, letterboxed16, coco_ann, mode="performance", scenario=scenario, min_duration_ms=0, **extra)
+    out = _run(
+        tmp_path, scenario, letterboxed16, coco_ann, mode="performance", scenario=scenario, min_duration_ms=0, **extra
+    )
     r = json.loads((out / "result.json").read_text())
     assert r["performance"]["scenario"] == scenario
     assert r["metrics"]["latency_ns"]["p50"] > 0
@@ -154,7 +156,9 @@ def _fake_pre(tmp_path: Path, n: int, size: int, src_meta: dict | None = None, n
     pre = tmp_path / f"fake{n}x{size}"
     pre.mkdir()
     samples = (src_meta or {}).get("samples", [])[:n]
-    meta = {"shape": [n, 3, size, size], "dtype": "float32", "layout": "NCHW", "samples": samples, "preprocess": "letterbox"}
+    meta = {
+        "shape": [n, 3, size, size], "dtype": "float32", "layout": "NCHW", "samples": samples, "preprocess": "letterbox"
+    }
     (pre / "meta.json").write_text(json.dumps(meta))
     with open(pre / "tensors.bin", "wb") as f:
         f.truncate(nbytes if nbytes is not None else n * 3 * size * size * 4)
@@ -167,7 +171,8 @@ def _meta(pre: Path) -> dict:
 
 def test_model_input_shape_mismatch(tmp_path, letterboxed16, coco_ann):
     pre = _fake_pre(tmp_path, 2, 800, _meta(letterboxed16))
-    with pytest.raises(InputError, match=r"yolox_nano\.onnx: input `images` wants \[1, 3, 416, 416\] float32 but tensors\.bin holds \[2,3,800,800\]"):
+    want = r"yolox_nano\.onnx: input `images` wants \[1, 3, 416, 416\] float32 but tensors\.bin holds \[2,3,800,800\]"
+    with pytest.raises(InputError, match=want):
         _run(tmp_path, "r", pre, coco_ann, **FAST)
 
 
@@ -199,14 +204,17 @@ def test_sample_count_and_order_mismatch(tmp_path, letterboxed16, coco_ann):
     (ann / "annotations.json").write_text(json.dumps(small))
     with pytest.raises(InputError, match=r"meta\.json: 16 samples but annotations\.json lists only 10 images"):
         _run(tmp_path, "r2", letterboxed16, ann, **FAST)
-    swapped = dict(doc, images=[doc["images"][1], doc["images"][0]] + doc["images"][2:])
+    swapped = dict(doc, images=[doc["images"][1], doc["images"][0], *doc["images"][2:]])
     (ann / "annotations.json").write_text(json.dumps(swapped))
-    with pytest.raises(InputError, match=r"meta\.json: sample 0 is image 9 `images/train2017/000000000009\.jpg`, but annotations\.json has image 25"):
+    want = r"meta\.json: sample 0 is image 9 `images/train2017/000000000009\.jpg`, but annotations\.json has image 25"
+    with pytest.raises(InputError, match=want):
         _run(tmp_path, "r3", letterboxed16, ann, **FAST)
 
 
 def test_wrong_model_kind_and_params(tmp_path, letterboxed16, coco_ann):
-    with pytest.raises(InputError, match=r"made by `letterbox` preprocessing, model_kind `retinanet` needs `retinanet`"):
+    with pytest.raises(
+        InputError, match=r"made by `letterbox` preprocessing, model_kind `retinanet` needs `retinanet`"
+    ):
         _run(tmp_path, "r1", letterboxed16, coco_ann, model_kind="retinanet", **FAST)
     with pytest.raises(InputError, match=r"param `scenario` must be one of"):
         _run(tmp_path, "r2", letterboxed16, coco_ann, scenario="offline")
