@@ -84,6 +84,19 @@ def test_a_second_clone_reproduces_the_main_job_from_the_lock_and_result(
     r = clone.run("reproduce", str(exported), "--mirror", str(MIRROR))
     assert "accuracy: identical: mAP" in r.stdout and "128 accuracy records compared" in r.stdout
     assert "result: reproduced: every deterministic artifact identical and the accuracy output identical" in r.stdout
+    # a peer whose detections differ in one sample: named by its qsl_idx, exit non-zero
+    other = tmp_path / "other-peer"
+    shutil.copytree(exported, other)
+    log = other / "accuracy" / "mlperf_log_accuracy.json"
+    records = json.loads(log.read_text())
+    victim = next(r for r in records if r["qsl_idx"] == 5)
+    victim["data"] = ("00" if victim["data"][:2] != "00" else "11") + victim["data"][2:]
+    log.write_text(json.dumps(records))
+    r = clone.run("reproduce", str(other), "--mirror", str(MIRROR), "--json", check=False)
+    assert r.returncode == 10, r.stderr
+    acc = json.loads(r.stdout)["accuracy"]
+    assert acc["status"] == "different" and acc["first_differing_qsl_idx"] == 5 and acc["differing_samples"] == 1
+    assert "accuracy different" in r.stderr
 
 
 @pytest.mark.slow
