@@ -359,6 +359,13 @@ def cmd_realize(ctx: Ctx) -> int:
         if ctx.args.offline:
             _offline_preflight(ctx, graph)
         paths = r.run()
+        if not store.read_only:
+            from .provenance import attest_result
+
+            lock_file = ctx.lock_path() if ctx.lock_path().exists() else None
+            for t in graph.targets:
+                if graph.nodes[t].kind == "run":  # a copy of the lock beside it; signed when you have a key
+                    attest_result(store, r.entry(t), lock_file)
         if ctx.lock_path().exists():
             closure = store.closure(r.entry(t) for t in graph.targets)
             store.add_lock_roots(ctx.lock_path(), closure)

@@ -427,7 +427,7 @@ def diff(a: str, b: str, store: Store | None, manifest_loader: Any = None) -> Di
         if manifest_loader is not None:
             try:
                 manifest = manifest_loader()
-            except Exception:  # noqa: BLE001 - tracing rebuilds is optional: no manifests, no trace
+            except Exception:
                 manifest = None
         return diff_locks(lockmod.read(pa), lockmod.read(pb), a, b, manifest)
     kinds = [_kind(x, store) for x in (a, b)]

@@ -604,7 +604,8 @@ def verify(ref: ResultRef, trusted: Mapping[str, Ed25519PublicKey], store: Store
             ok, why = store.verify_entry(ref.entry)
             if not ok:
                 changed.append(f"{ref.entry}: {why}")
-        detail = "; ".join(changed) if changed else f"{checked} entr{'y' if checked == 1 else 'ies'} re-hashed, all match"
+        noun = "entry" if checked == 1 else "entries"
+        detail = "; ".join(changed) if changed else f"{checked} {noun} re-hashed, all match"
         if absent:
             detail += f" ({absent} not in this store)"
         v.checks.append(Check("closure entries", not changed, detail))

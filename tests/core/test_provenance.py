@@ -75,7 +75,8 @@ def test_statement_is_slsa_provenance_of_the_entry_and_its_closure(locked: Proje
     assert st["_type"] == "https://in-toto.io/Statement/v1"
     assert st["predicateType"] == "https://slsa.dev/provenance/v1"
     result = store.path(entry) / "result.txt"
-    assert st["subject"] == [{"name": "result.txt", "digest": {"sha256": hashlib.sha256(result.read_bytes()).hexdigest()}}]
+    digest = hashlib.sha256(result.read_bytes()).hexdigest()
+    assert st["subject"] == [{"name": "result.txt", "digest": {"sha256": digest}}]
     deps = st["predicate"]["buildDefinition"]["resolvedDependencies"]
     lock_dep = [d for d in deps if d.get("annotations", {}).get("role") == "lock"]
     assert lock_dep[0]["digest"]["sha256"] == hashlib.sha256(locked.lock_path.read_bytes()).hexdigest()
