@@ -321,6 +321,12 @@ def _realize_noop(ctx: Ctx, overrides: dict[str, Any]) -> str | None:
     data = plancache.load(ctx.store.meta, k)
     if data is None or not ctx.store.all_valid(data["closure"]):
         return k
+    runs = [data["targets"][t] for t in ctx.args.targets if data["kinds"].get(t) == "run"]
+    if runs and not ctx.store.read_only:
+        from .provenance import unattested
+
+        if unattested(ctx.store, runs):  # a key appeared since: the full path signs them
+            return k
     ctx.close()
     for t in ctx.args.targets:
         if data["kinds"].get(t) == "run":

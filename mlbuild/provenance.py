@@ -297,6 +297,14 @@ def signing_key_path(environ: Mapping[str, str] | None = None) -> Path:
     return keys_dir(environ) / PRIVATE_NAME
 
 
+def unattested(store: Store, entries: Iterable[str]) -> list[str]:
+    """The run entries that realize would sign now: a signing key exists and they have no
+    attestation yet (cheap: two stats an entry; the no-op realize asks)."""
+    if not signing_key_path().exists():
+        return []
+    return [e for e in entries if not attestation_path(store, e).exists()]
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
