@@ -323,7 +323,7 @@ def _realize_noop(ctx: Ctx, overrides: dict[str, Any]) -> str | None:
         return k
     runs = [data["targets"][t] for t in ctx.args.targets if data["kinds"].get(t) == "run"]
     if runs and not ctx.store.read_only:
-        from .provenance import unattested
+        from .keypaths import unattested
 
         if unattested(ctx.store, runs):  # a key appeared since: the full path signs them
             return k

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ProvenanceError, SignatureError, UsageError
+from .keypaths import PRIVATE_NAME, PUBLIC_NAME, attestation_path, keys_dir, signing_key_path
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -42,21 +43,12 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "urn:mlbuild:realize:v1"
 BUILDER_ID = "urn:mlbuild:builder"
-PRIVATE_NAME = "mlbuild-ed25519.key"
-PUBLIC_NAME = "mlbuild-ed25519.pub"
 ATTESTATION_NAME = "provenance.dsse.json"  # in an exported result directory
 LOCK_NAME = "mlbuild.lock"  # in an exported result directory
 RESULT_NAME = "result.json"
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def keys_dir(environ: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if environ is None else environ
-    if env.get("MLBUILD_KEYS"):
-        return Path(env["MLBUILD_KEYS"])
-    return Path(env.get("HOME", str(Path.home()))) / ".config" / "mlbuild" / "keys"
 
 
 def raw_public(pub: Ed25519PublicKey) -> bytes:
@@ -285,24 +277,8 @@ def statement_for(store: Store, entry: str, lock_path: Path | None, closure: Ite
     }
 
 
-def attestation_path(store: Store, entry: str) -> Path:
-    return store.meta / "attestations" / f"{entry}.dsse.json"
-
-
 def lock_copy_path(store: Store, entry: str) -> Path:
     return store.meta / "attestations" / f"{entry}.lock"
-
-
-def signing_key_path(environ: Mapping[str, str] | None = None) -> Path:
-    return keys_dir(environ) / PRIVATE_NAME
-
-
-def unattested(store: Store, entries: Iterable[str]) -> list[str]:
-    """The run entries that realize would sign now: a signing key exists and they have no
-    attestation yet (cheap: two stats an entry; the no-op realize asks)."""
-    if not signing_key_path().exists():
-        return []
-    return [e for e in entries if not attestation_path(store, e).exists()]
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

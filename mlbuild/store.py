@@ -45,7 +45,6 @@ import shutil
 import sqlite3
 import stat
 import threading
-import urllib.parse
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -379,6 +378,8 @@ class Store:
             raise StoreError(f"the store registry `{self.registry_path}` is missing", hints=[REPAIR_HINT])
         try:
             if self.read_only:
+                import urllib.parse  # only for a read-only store: off the no-op path
+
                 uri = "file:" + urllib.parse.quote(str(self.registry_path)) + "?mode=ro&immutable=1"
                 db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             else:

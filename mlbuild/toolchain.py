@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import os
 import shutil
-import subprocess
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,8 @@ def tool_name(key: str) -> str:
 
 
 def _first_line(cmd: tuple[str, ...]) -> str:
+    import subprocess  # only when a plan asks the tools: off the no-op path
+
     exe = shutil.which(cmd[0])
     if exe is None:
         return MISSING
