@@ -14,7 +14,6 @@ call them):
 from __future__ import annotations
 
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,8 @@ def _cpu_model() -> str | None:
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    import platform
+
     return platform.processor() or None
 
 
@@ -53,6 +54,7 @@ def _os_release() -> str | None:
 
 
 def describe(loadgen_module: Any = None, loadgen_detail: dict[str, Any] | None = None) -> dict[str, Any]:
+    import platform
     from importlib import metadata
 
     libs: dict[str, str] = {}
@@ -134,10 +136,12 @@ def machine_id() -> dict[str, Any]:
     """The machine a performance measurement ran on (sorted keys; no host name, no uptime)."""
     mem = _memory_bytes()
     return {
-        "arch": platform.machine(),
+        # os.uname() gives what platform.machine()/system()/release() do, without importing platform
+        # (the no-op realize computes this for its plan cache key)
+        "arch": os.uname().machine,
         "cpu_model": _cpu_model(),
         "cpu_cores": os.cpu_count(),
         "memory_mib": mem // (1024 * 1024) if mem else None,
-        "os": _os_release() or platform.system(),
-        "kernel": platform.release(),
+        "os": _os_release() or os.uname().sysname,
+        "kernel": os.uname().release,
     }
