@@ -969,13 +969,39 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
         g.add_argument(f"--{flag.replace('_', '-')}", dest=flag, type=typ, help=doc)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Every top-level command, in the order `mlbuild --help` lists them (a test holds this to the parser).
+COMMANDS = ("lock", "realize", "show", "graph", "why-depends", "log", "gc", "store", "mirror", "results",
+            "key", "verify", "export", "reproduce", "diff")
+
+
+class _Skipped:
+    """Stands in for the parsers of commands other than the one being run: every call is a no-op.
+    Building all ~20 argparse parsers costs more than a no-op realize does in all (their help
+    strings go through gettext)."""
+
+    def __getattr__(self, _name: str) -> Any:
+        return lambda *_a, **_k: self
+
+
+class _OnlySubparsers:
+    """``add_subparsers()``'s action, building only the parser of command ``only``."""
+
+    def __init__(self, real: Any, only: str) -> None:
+        self.real, self.only = real, only
+
+    def add_parser(self, name: str, **kw: Any) -> Any:
+        return self.real.add_parser(name, **kw) if name == self.only else _Skipped()
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``only``, just that command's parser (the others are not built)."""
     parser = argparse.ArgumentParser(prog="mlbuild", description=DESCRIPTION,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    real_sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    real_sub.required = True
+    sub: Any = _OnlySubparsers(real_sub, only) if only is not None else real_sub
 
-    def add(name: str, help: str, epilog: str = "") -> argparse.ArgumentParser:
+    def add(name: str, help: str, epilog: str = "") -> Any:  # an ArgumentParser, or _Skipped
         p = sub.add_parser(name, help=help, description=help, epilog=epilog,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
@@ -1166,8 +1192,9 @@ def _install_signal_handlers() -> dict[int, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    argv = list(argv) if argv is not None else sys.argv[1:]
+    parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
+    args = parser.parse_args(argv)
     ctx = Ctx(args)
     previous = _install_signal_handlers()
     try:
