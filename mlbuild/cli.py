@@ -224,7 +224,8 @@ def cmd_lock(ctx: Ctx) -> int:
         return 0
     if ctx.args.accept_toolchain:
         return _accept_toolchain(ctx, manifest, previous)
-    from .resolve import lock_entries, resolve
+    from .graph import lock_entries
+    from .resolve import resolve
 
     store = ctx.store
     kept: dict[str, str] = {}

@@ -287,42 +287,50 @@ PERFORMANCE_ONLY_PARAMS = ("min_duration_ms", "max_duration_ms", "min_query_coun
 RUNTIME_PACKAGES = ("numpy", "onnxruntime")
 
 
-def closure_lock(graph: Graph, name: str) -> dict[str, Any]:
-    """The locked artifacts ``name`` depends on (name -> method + sha256, sorted) and their
-    digest: a result's lock identity, unchanged by unrelated artifacts added to the lock."""
-    arts: dict[str, dict[str, str]] = {}
+def _closure(graph: Graph, name: str) -> set[str]:
+    """``name`` and every node it depends on."""
     seen: set[str] = set()
     todo = [name]
     while todo:
         n = todo.pop()
-        if n in seen:
-            continue
-        seen.add(n)
+        if n not in seen:
+            seen.add(n)
+            todo.extend(graph.nodes[n].inputs.values())
+    return seen
+
+
+def lock_entries(lock: Lock) -> list[str]:
+    """Every store entry a lock pins (all platforms, archives too), sorted."""
+    out: set[str] = set()
+    for a in lock.artifacts.values():
+        out.add(fixed_entry(a))
+        arch = archive_file(a)
+        if arch is not None:
+            out.add(file_entry(arch))
+    return sorted(out)
+
+
+def closure_lock(graph: Graph, name: str) -> dict[str, Any]:
+    """The locked artifacts ``name`` depends on (name -> method + sha256, sorted) and their
+    digest: a result's lock identity, unchanged by unrelated artifacts added to the lock."""
+    arts: dict[str, dict[str, str]] = {}
+    for n in sorted(_closure(graph, name)):
         node = graph.nodes[n]
         if node.artifact is not None:
             arts[n] = {"method": node.artifact.hash.method, "sha256": node.artifact.hash.sha256}
-        todo.extend(node.inputs.values())
-    arts = dict(sorted(arts.items()))
     return {"digest": sha256_hex(canonical_json(arts)), "artifacts": arts}
 
 
 def _runtime_versions(graph: Graph, name: str) -> dict[str, str]:
     """Versions of RUNTIME_PACKAGES among the locked wheels in ``name``'s closure."""
     out: dict[str, str] = {}
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        n = todo.pop()
-        if n in seen:
-            continue
-        seen.add(n)
+    for n in sorted(_closure(graph, name)):
         node = graph.nodes[n]
         if node.artifact is not None and node.kind == "pypi":
             for f in node.artifact.files:
                 pkg = (f.package or "").lower().replace("_", "-")
                 if pkg in RUNTIME_PACKAGES and f.version:
                     out[pkg] = f.version
-        todo.extend(node.inputs.values())
     return dict(sorted(out.items()))
 
 

@@ -205,17 +205,6 @@ def lack_of_network(e: FetchError) -> bool:
     return all(str(a.reason).startswith(_NETWORK_REASONS) for a in upstream)
 
 
-def lock_entries(lock: Lock) -> list[str]:
-    """Every store entry a lock pins (all platforms, archives too)."""
-    from .graph import archive_file, file_entry
-
-    out: set[str] = set()
-    for a in lock.artifacts.values():
-        out.add(fixed_entry(a))
-        arch = archive_file(a)
-        if arch is not None:
-            out.add(file_entry(arch))
-    return sorted(out)
 
 
 def resolve(

@@ -256,19 +256,13 @@ def _pinned_entries(lock_file: str) -> set[str] | None:
     """Every fixed entry a lockfile pins (all platforms, archives too), read now; None if unreadable."""
     from . import lock as lockmod
     from .errors import MlbuildError
-    from .graph import archive_file, file_entry, fixed_entry
+    from .graph import lock_entries
 
     try:
         lk = lockmod.read(Path(lock_file))
     except (MlbuildError, OSError, ValueError):
         return None
-    out: set[str] = set()
-    for a in lk.artifacts.values():
-        out.add(fixed_entry(a))
-        arch = archive_file(a)
-        if arch is not None:
-            out.add(file_entry(arch))
-    return out
+    return set(lock_entries(lk))
 
 
 def _is_read_only(path: Path) -> bool:
