@@ -294,12 +294,31 @@ class Store:
                 raise StoreError(f"`{root}` is not an mlbuild store",
                                  hints=["realize something first, or pass `--store DIR`"])
             self._create()
-        elif not self.marker_path.exists() and not self.registry_path.exists() and create \
-                and not self.on_disk() and not any((self.meta / "meta").glob("*.json")):
-            self._create()  # a creation cut short before its registry was written: nothing to lose
+        elif not self.marker_path.exists():
+            # Either a creation in progress in another process (wait for it: it holds the create
+            # lock until registry and marker are written), a creation cut short before its registry
+            # was written (nothing to lose: create), or a store made before markers (adopted when
+            # the registry is opened).
+            with file_lock(self.meta / "locks" / "create.lock"):
+                if not self.marker_path.exists() and not self.registry_path.exists() and create \
+                        and not self.on_disk() and not any((self.meta / "meta").glob("*.json")):
+                    self._create_locked()
         self.read_only = _is_read_only(self.meta)
 
     def _create(self) -> None:
+        try:
+            for sub in ("tmp", "locks", "logs", "meta", "roots"):
+                (self.meta / sub).mkdir(parents=True, exist_ok=True)
+            # Two processes may create the same new store at once (two realizes in an empty
+            # directory): one makes the registry and the marker, the other then finds them.
+            with file_lock(self.meta / "locks" / "create.lock"):
+                if not (self.marker_path.exists() or self.registry_path.exists()):
+                    self._create_locked()
+        except OSError as e:
+            raise StoreError(f"cannot create the store at `{self.root}`: {e.strerror or e}") from e
+
+    def _create_locked(self) -> None:
+        """Registry, marker and cache tag of a new store; the caller holds the create lock."""
         try:
             for sub in ("tmp", "locks", "logs", "meta", "roots"):
                 (self.meta / sub).mkdir(parents=True, exist_ok=True)

@@ -313,3 +313,25 @@ def test_the_projects_default_store_directory_becomes_a_store(locked: Project, t
     r = p.cli("gc", store=store)
     assert "README.md" not in r.err + r.out
     assert (store / "README.md").read_bytes() == readme
+
+
+def test_concurrent_creation_of_a_new_store_gives_one_store(tmp_path: Path) -> None:
+    """Two realizes started at once in an empty directory both create the store: they must end with
+    one registry and one marker that agree (this raced: "database is locked", or two store ids)."""
+    import subprocess
+    import sys
+
+    root = tmp_path / "store"
+    code = ("import sys; from pathlib import Path; from mlbuild.store import Store; "
+            "s = Store(Path(sys.argv[1])); print(s.marker_id(), len(s.entries()))")
+    for _ in range(5):
+        if root.exists():
+            import shutil
+
+            shutil.rmtree(root)
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(6)]
+        outs = [p.communicate(timeout=60) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [err for _, err in outs]
+        ids = {out.split()[0] for out, _ in outs}
+        assert len(ids) == 1 and Store(root).marker_id() in ids
