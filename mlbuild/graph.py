@@ -76,6 +76,10 @@ class Graph:
             visit(t)
         return out
 
+    def closure(self, name: str) -> set[str]:
+        """``name`` and every node it depends on."""
+        return set(Graph(self.nodes, (name,)).order())
+
     def dependents(self) -> dict[str, set[str]]:
         rev: dict[str, set[str]] = {n: set() for n in self.nodes}
         for n, node in self.nodes.items():
@@ -287,18 +291,6 @@ PERFORMANCE_ONLY_PARAMS = ("min_duration_ms", "max_duration_ms", "min_query_coun
 RUNTIME_PACKAGES = ("numpy", "onnxruntime")
 
 
-def _closure(graph: Graph, name: str) -> set[str]:
-    """``name`` and every node it depends on."""
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(graph.nodes[n].inputs.values())
-    return seen
-
-
 def lock_entries(lock: Lock) -> list[str]:
     """Every store entry a lock pins (all platforms, archives too), sorted."""
     out: set[str] = set()
@@ -314,7 +306,7 @@ def closure_lock(graph: Graph, name: str) -> dict[str, Any]:
     """The locked artifacts ``name`` depends on (name -> method + sha256, sorted) and their
     digest: a result's lock identity, unchanged by unrelated artifacts added to the lock."""
     arts: dict[str, dict[str, str]] = {}
-    for n in sorted(_closure(graph, name)):
+    for n in sorted(graph.closure(name)):
         node = graph.nodes[n]
         if node.artifact is not None:
             arts[n] = {"method": node.artifact.hash.method, "sha256": node.artifact.hash.sha256}
@@ -324,7 +316,7 @@ def closure_lock(graph: Graph, name: str) -> dict[str, Any]:
 def _runtime_versions(graph: Graph, name: str) -> dict[str, str]:
     """Versions of RUNTIME_PACKAGES among the locked wheels in ``name``'s closure."""
     out: dict[str, str] = {}
-    for n in sorted(_closure(graph, name)):
+    for n in sorted(graph.closure(name)):
         node = graph.nodes[n]
         if node.artifact is not None and node.kind == "pypi":
             for f in node.artifact.files:

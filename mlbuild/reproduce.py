@@ -271,7 +271,7 @@ def compare(store: Store, graph: Graph, peer: Peer, failed: Mapping[str, str]) -
     same_closure: set[str] = set()
     for name in graph.order():
         if graph.nodes[name].entry in peer.entries:
-            same_closure |= _closure(graph, name)
+            same_closure |= graph.closure(name)
     out: list[ArtifactCheck] = []
     for name in graph.order():
         node = graph.nodes[name]
@@ -314,17 +314,6 @@ def compare(store: Store, graph: Graph, peer: Peer, failed: Mapping[str, str]) -
             c.why = _why(graph, name, ours, theirs, peer, store)
         out.append(c)
     return out
-
-
-def _closure(graph: Graph, name: str) -> set[str]:
-    seen: set[str] = set()
-    todo = [name]
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(graph.nodes[n].inputs.values())
-    return seen
 
 
 def _why(graph: Graph, name: str, ours: str, theirs: str, peer: Peer, store: Store) -> str:
