@@ -13,6 +13,7 @@ call them):
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from pathlib import Path
@@ -22,12 +23,9 @@ DISTRIBUTIONS = ("numpy", "onnxruntime", "pillow", "pycocotools", "mlcommons-loa
 
 
 def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    model = _cpuinfo_first("model name")
+    if model:
+        return model
     import platform
 
     return platform.processor() or None
@@ -114,12 +112,17 @@ _ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "ssse3", "neon", "asimd", 
                  "fphp", "asimdhp", "asimddp", "vnni")
 
 
-def _cpuinfo_first(*keys: str) -> str:
+@functools.cache
+def _cpuinfo() -> str:
+    """/proc/cpuinfo, read once a process (the model and the ISA flags both come from it)."""
     try:
-        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    for line in text.splitlines():
+
+
+def _cpuinfo_first(*keys: str) -> str:
+    for line in _cpuinfo().splitlines():
         k, _, v = line.partition(":")
         if k.strip().lower() in keys:
             return v.strip()
