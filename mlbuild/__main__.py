@@ -1,3 +1,3 @@
-from mlbuild.cli import entrypoint
+from mlbuild._entry import main
 
-entrypoint()
+main()

@@ -311,29 +311,19 @@ UNRESOLVED = "(resolved after its inputs build)"
 
 
 def _realize_noop(ctx: Ctx, overrides: dict[str, Any]) -> str | None:
-    """The plan-cache shortcut: answer from a saved plan when every entry is valid.
+    """The plan-cache shortcut (``mlbuild.fastpath``, which answers the plain form before this module loads).
 
     Returns the cache key to save under after a full realize (None: don't)."""
-    from . import plancache
+    from .fastpath import lookup, print_answer
 
-    k = plancache.key(Path(ctx.args.manifests), ctx.lock_path(), list(ctx.args.targets), overrides)
-    if k is None:
-        return None
-    data = plancache.load(ctx.store.meta, k)
-    if data is None or not ctx.store.all_valid(data["closure"]):
+    root = str(ctx.store.root)
+    k, plan = lookup(root, ctx.args.manifests, str(ctx.lock_path()), list(ctx.args.targets), overrides)
+    # Here the registry is at hand too (the plain form never gets here): ask it as well, so a damaged
+    # registry is reported rather than answered around.
+    if plan is None or not ctx.store.all_valid(plan.closure):
         return k
-    runs = [data["targets"][t] for t in ctx.args.targets if data["kinds"].get(t) == "run"]
-    if runs and not ctx.store.read_only:
-        from .keypaths import unattested
-
-        if unattested(ctx.store, runs):  # a key appeared since: the full path signs them
-            return k
     ctx.close()
-    for t in ctx.args.targets:
-        if data["kinds"].get(t) == "run":
-            _print_run_summary(ctx, ctx.store.path(data["targets"][t]))
-    for t in ctx.args.targets:
-        print(ctx.store.path(data["targets"][t]))
+    print_answer(root, plan, ctx.args.targets, ctx.printer.quiet)
     raise _Done()
 
 
@@ -380,7 +370,7 @@ def cmd_realize(ctx: Ctx) -> int:
                 from . import plancache
 
                 plancache.save(store.meta, cache_key, {t: r.entry(t) for t in graph.targets},
-                               {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure))
+                               {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure), store.plan_stamp())
         checks = r.check(ctx.args.targets) if ctx.args.check else []
     ctx.close()
     for t in graph.targets:

@@ -143,6 +143,7 @@ def rebuild_registry(store: Store) -> list[Path]:
 
 
 def _quarantine(store: Store, name: str) -> None:
+    store.bump_generation()
     q = store.meta / "quarantine"
     q.mkdir(parents=True, exist_ok=True)
     dest = q / name

@@ -334,6 +334,7 @@ class Store:
 
     def _init_registry(self, store_id: str) -> None:
         """A fresh, empty registry recording ``store_id`` (the caller made sure none is there)."""
+        self.bump_generation()
         db = sqlite3.connect(self.registry_path, isolation_level=None)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -344,6 +345,41 @@ class Store:
             db.close()
 
     # ------------------------------------------------------------------ marker and registry
+    # ------------------------------------------------------------------ the no-op realize's stamp
+
+    @property
+    def generation_path(self) -> Path:
+        return self.meta / "generation"
+
+    def generation(self) -> int:
+        """A counter bumped whenever an entry may stop being valid (gc, repair, a new registry).
+
+        The no-op realize (``mlbuild.fastpath``) trusts a saved plan only while the store's
+        stamp (store id, registry inode, generation) is the one it was saved under, and every
+        entry of the closure is on disk; so it needs no SQLite."""
+        try:
+            return int(self.generation_path.read_text().strip() or 0)
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError):
+            return -1
+
+    def bump_generation(self) -> None:
+        """Invalidate every saved plan (call *before* an entry is deleted or unregistered)."""
+        if getattr(self, "read_only", False):
+            return
+        tmp = self.generation_path.with_name(f".generation.{os.getpid()}")
+        tmp.write_text(f"{max(self.generation(), 0) + 1}\n")
+        os.replace(tmp, self.generation_path)
+
+    def plan_stamp(self) -> tuple[str, int, int]:
+        """(store id, registry inode, generation): what a saved plan is valid under."""
+        try:
+            ino = os.stat(self.registry_path).st_ino
+        except OSError:
+            ino = -1
+        return (self.marker_id() or "", ino, self.generation())
+
     def marker_id(self) -> str | None:
         """The store id the marker records (None: no marker); a damaged marker is an error."""
         try:
@@ -860,6 +896,8 @@ class Store:
             order.extend(sorted(batch))
             remaining -= set(batch)
         freed: list[tuple[str, int]] = []
+        if order and not dry_run:
+            self.bump_generation()
         for name in order:
             info = self.info(name)
             freed.append((name, info.hash.size if info else 0))

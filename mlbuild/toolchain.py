@@ -18,22 +18,18 @@ part of the lock's bytes, which the plan cache hashes already.  Imports nothing 
 from __future__ import annotations
 
 import functools
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .statkey import TOOL_COMMANDS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # The lock's [toolchain] key -> the command whose first output line is the exact version.
 # `cc` is the linker rustc invokes; `cxx` compiles the LoadGen core and our shim.
-HOST_TOOLS: dict[str, tuple[str, ...]] = {
-    "cargo": ("cargo", "--version"),
-    "cc": ("cc", "--version"),
-    "cxx": ("c++", "--version"),
-    "rustc": ("rustc", "--version"),
-}
+HOST_TOOLS: dict[str, tuple[str, ...]] = {key: (cmd, "--version") for key, cmd in TOOL_COMMANDS.items()}
 CARGO_LOCK_KEY = "cargo-lock-sha256"
 MISSING = "missing"  # the host has no such tool on PATH: never recorded, always a difference
 UNKNOWN = "unknown"  # the tool did not answer `--version`: never recorded
@@ -185,56 +181,18 @@ def check_graph(graph: Any, lock_path: Path) -> None:
 # --------------------------------------------------------------------------- the plan cache's key
 
 
-def _stat(path: str | Path) -> str:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return f"{path}:missing"
-    return f"{path}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
-
-
-def _rustup_home() -> Path:
-    return Path(os.environ.get("RUSTUP_HOME") or Path.home() / ".rustup")
-
-
 def _tools_stat() -> str:
-    """Stats of every resolved host tool binary and of the rustup state that picks rustc/cargo."""
-    parts = [f"RUSTUP_TOOLCHAIN={os.environ.get('RUSTUP_TOOLCHAIN', '')}"]
-    for key in sorted(HOST_TOOLS):
-        exe = shutil.which(HOST_TOOLS[key][0])
-        if exe is None:
-            parts.append(f"{key}:missing")
-            continue
-        real = os.path.realpath(exe)
-        parts.append(f"{key}:{exe}->{_stat(real)}")
-    rustup = _rustup_home()
-    parts.append(_stat(rustup / "settings.toml"))  # `rustup default`, directory overrides
-    toolchains = rustup / "toolchains"
-    try:
-        names = sorted(os.listdir(toolchains))
-    except OSError:
-        names = []
-    for name in names:  # an in-place `rustup update` replaces these files
-        for rel in ("bin/rustc", "bin/cargo"):
-            parts.append(_stat(toolchains / name / rel))
-        parts.append(_stat(rustup / "update-hashes" / name))
-    for f in ("rust-toolchain", "rust-toolchain.toml"):
-        parts.append(_stat(ROOT / f))
-    return "\n".join(parts)
+    """Stats of every resolved host tool binary and of the rustup state (``statkey.tools_key``)."""
+    from .statkey import tools_key
+
+    return tools_key(str(ROOT))
 
 
 def stat_key() -> str:
-    parts = []
-    crate = ROOT / "rust_loadgen_bindings"
-    for dirpath, dirnames, filenames in os.walk(crate):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("target", "__pycache__"))
-        for f in sorted(filenames):
-            path = os.path.join(dirpath, f)
-            st = os.stat(path)
-            parts.append(f"{os.path.relpath(path, ROOT)}:{st.st_size}:{st.st_mtime_ns}")
-    parts.append(_stat(ROOT / "Cargo.lock"))
-    parts.append(_tools_stat())
-    return "\n".join(parts)
+    """The crate's file stats, ``Cargo.lock`` and the host tools' stats: what the plan cache adds for them."""
+    from .statkey import crate_key, tools_key
+
+    return crate_key(str(ROOT)) + "\n" + tools_key(str(ROOT))
 
 
 def accept(lock: Any, manifest: Any) -> tuple[Any, list[str]]:

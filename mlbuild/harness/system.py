@@ -13,11 +13,12 @@ call them):
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from pathlib import Path
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs more than the no-op realize's whole check (this module is on its path)
+    from typing import Any
 
 DISTRIBUTIONS = ("numpy", "onnxruntime", "pillow", "pycocotools", "mlcommons-loadgen", "mlbuild-loadgen")
 
@@ -33,7 +34,7 @@ def _cpu_model() -> str | None:
 
 def _memory_bytes() -> int | None:
     try:
-        for line in Path("/proc/meminfo").read_text(encoding="utf-8").splitlines():
+        for line in _read("/proc/meminfo").splitlines():
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
@@ -43,7 +44,7 @@ def _memory_bytes() -> int | None:
 
 def _os_release() -> str | None:
     try:
-        for line in Path("/etc/os-release").read_text(encoding="utf-8").splitlines():
+        for line in _read("/etc/os-release").splitlines():
             if line.startswith("PRETTY_NAME="):
                 return line.split("=", 1)[1].strip().strip('"')
     except OSError:
@@ -112,13 +113,22 @@ _ISA_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "ssse3", "neon", "asimd", 
                  "fphp", "asimdhp", "asimddp", "vnni")
 
 
-@functools.cache
+_CPUINFO: list[str] = []
+
+
+def _read(path: str, errors: str = "strict") -> str:
+    with open(path, encoding="utf-8", errors=errors) as f:
+        return f.read()
+
+
 def _cpuinfo() -> str:
     """/proc/cpuinfo, read once a process (the model and the ISA flags both come from it)."""
-    try:
-        return Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
+    if not _CPUINFO:
+        try:
+            _CPUINFO.append(_read("/proc/cpuinfo", errors="replace"))
+        except OSError:
+            _CPUINFO.append("")
+    return _CPUINFO[0]
 
 
 def _cpuinfo_first(*keys: str) -> str:
