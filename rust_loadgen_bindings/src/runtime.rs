@@ -181,7 +181,29 @@ type CoreCompleteFn =
 
 /// Hands `resps` to one of the core's completion entry points, with the optional
 /// per-response callback, and turns a C++ exception into its message.
+///
+/// The core logs every completion through a logger owned by the calling thread
+/// (`TlsLogger`); when that thread exits during a test, the core's IO thread may
+/// swap the buffers of the freed logger (`TlsLogger::SwapBuffers`, an open
+/// upstream race) and the process crashes. So only threads that cannot exit
+/// while a test runs call the core directly: the LoadGen's own threads inside
+/// its callbacks (issue, flush, load/unload), the process's main thread, and the
+/// binding's completion thread. Completions from any other thread (a worker
+/// thread of the SUT, short-lived or not) are run by the binding's completion
+/// thread while the caller waits, so the caller's buffers stay valid and its
+/// errors and response callbacks behave exactly as on a direct call.
 fn call_core(f: CoreCompleteFn, resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
+    if handoff::direct() {
+        return call_core_here(f, resps, cb);
+    }
+    let mut out: Result<(), String> = Ok(());
+    let mut cb = cb;
+    let mut work = || out = call_core_here(f, &mut *resps, cb.take());
+    handoff::run_on_completer(&mut work);
+    out
+}
+
+fn call_core_here(f: CoreCompleteFn, resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
     let mut err = [0 as c_char; ERRLEN];
     let rc = unsafe {
         match cb {
@@ -273,13 +295,14 @@ struct SutCtx {
 pub struct Sut {
     raw: *mut c_void,
     ctx: *mut SutCtx,
-    name: String,
+    name: Mutex<String>,
 }
 
 unsafe impl Send for Sut {}
 unsafe impl Sync for Sut {}
 
 unsafe extern "C" fn sut_issue(ctx: *mut c_void, samples: *const Sample, n: usize) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const SutCtx);
     let samples = if n == 0 { &[][..] } else { std::slice::from_raw_parts(samples, n) };
     lock(&STATE.registry).register(samples.iter().map(|s| s.id));
@@ -291,6 +314,7 @@ unsafe extern "C" fn sut_issue(ctx: *mut c_void, samples: *const Sample, n: usiz
 }
 
 unsafe extern "C" fn sut_flush(ctx: *mut c_void) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const SutCtx);
     if STATE.failed.load(Ordering::Acquire) {
         return;
@@ -304,10 +328,18 @@ impl Sut {
         let cname = CString::new(name.replace('\0', "")).unwrap();
         let raw = unsafe { ffi::lg_sut_new(cname.as_ptr(), ctx as *mut c_void, sut_issue, sut_flush) };
         assert!(!raw.is_null(), "lg_sut_new failed");
-        Sut { raw, ctx, name: name.to_string() }
+        Sut { raw, ctx, name: Mutex::new(name.to_string()) }
     }
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> String {
+        lock(&self.name).clone()
+    }
+    /// Replaces the name the core reads (`SystemUnderTest::Name`). `start_test`
+    /// calls it (RunOptions::sut_name) once no other test can be running.
+    fn set_name(&self, name: &str) {
+        let cname = CString::new(name.replace('\0', "")).unwrap();
+        let mut g = lock(&self.name);
+        unsafe { ffi::lg_sut_set_name(self.raw, cname.as_ptr()) };
+        *g = name.to_string();
     }
     pub fn handler(&self) -> &dyn SutHandler {
         unsafe { &*(*self.ctx).handler }
@@ -338,6 +370,7 @@ unsafe impl Send for Qsl {}
 unsafe impl Sync for Qsl {}
 
 unsafe extern "C" fn qsl_load(ctx: *mut c_void, idx: *const u64, n: usize) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const QslCtx);
     if STATE.failed.load(Ordering::Acquire) {
         return;
@@ -347,6 +380,7 @@ unsafe extern "C" fn qsl_load(ctx: *mut c_void, idx: *const u64, n: usize) {
 }
 
 unsafe extern "C" fn qsl_unload(ctx: *mut c_void, idx: *const u64, n: usize) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const QslCtx);
     if STATE.failed.load(Ordering::Acquire) {
         return;
@@ -543,6 +577,9 @@ pub struct RunOptions {
     /// Fail the test when samples are outstanding and none completes for
     /// this long. None: wait forever, like the official bindings.
     pub stall_timeout: Option<Duration>,
+    /// A name for the SUT, set before the core starts (the official QDL asks
+    /// its name callback at StartTest).
+    pub sut_name: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -609,6 +646,9 @@ pub fn start_test(
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => return Err(TestError::Busy),
     };
+    if let Some(name) = &opts.sut_name {
+        sut.set_name(name);
+    }
     let cstr = |s: &str| CString::new(s.replace('\0', "")).unwrap();
     let (outdir, prefix, suffix, audit) = (cstr(&log.outdir), cstr(&log.prefix), cstr(&log.suffix), cstr(audit_config));
     let raw_log = ffi::LgLogSettings {
@@ -631,6 +671,9 @@ pub fn start_test(
     let wd = opts.stall_timeout.map(start_watchdog);
 
     let mut err = [0 as c_char; ERRLEN];
+    // The calling thread blocks in the core until the test ends: it is as safe
+    // for direct completions as the LoadGen's own threads.
+    let _direct = handoff::DirectScope::enter();
     let rc = unsafe { ffi::lg_start_test(sut.raw, qsl.raw, settings, &raw_log, audit.as_ptr(), err.as_mut_ptr(), ERRLEN) };
 
     if let Some(wd) = wd {
@@ -713,6 +756,7 @@ pub fn first_token_complete(resps: &mut Vec<Response>, cb: Option<&mut dyn FnMut
 /// `mlperf::RegisterIssueQueryThread` (blocks: the calling thread becomes an
 /// issue thread until the test ends).
 pub fn register_issue_query_thread() {
+    let _direct = handoff::DirectScope::enter();
     unsafe { ffi::lg_register_issue_query_thread() }
 }
 
@@ -754,5 +798,146 @@ pub fn abi_ok() -> bool {
             && ffi::lg_abi_sizeof(1) == std::mem::size_of::<Response>()
             && ffi::lg_abi_sizeof(2) == std::mem::size_of::<TestSettings>()
             && ffi::lg_abi_sizeof(3) == std::mem::size_of::<ffi::LgLogSettings>()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The completion thread (see `call_core`).
+
+pub mod handoff {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+    use std::thread::{self, Thread};
+
+    thread_local! {
+        static DIRECT_DEPTH: Cell<u32> = const { Cell::new(0) };
+        static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+    }
+
+    /// Marks the current thread as one that may call the core directly while
+    /// the scope lives (nesting allowed).
+    pub struct DirectScope(());
+
+    impl DirectScope {
+        pub fn enter() -> DirectScope {
+            DIRECT_DEPTH.with(|d| d.set(d.get() + 1));
+            DirectScope(())
+        }
+    }
+
+    impl Drop for DirectScope {
+        fn drop(&mut self) {
+            DIRECT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    fn is_main_thread() -> bool {
+        // The main thread's id is the process id; it exits only with the process.
+        IS_MAIN.with(|m| match m.get() {
+            Some(v) => v,
+            None => {
+                let v = unsafe { libc_gettid() == libc_getpid() };
+                m.set(Some(v));
+                v
+            }
+        })
+    }
+
+    extern "C" {
+        #[link_name = "getpid"]
+        fn libc_getpid() -> i32;
+        #[link_name = "gettid"]
+        fn libc_gettid() -> i32;
+    }
+
+    /// May the current thread call the core's completion functions directly?
+    pub fn direct() -> bool {
+        DIRECT_DEPTH.with(|d| d.get() > 0) || is_main_thread()
+    }
+
+    struct Slot {
+        work: *mut (dyn FnMut() + 'static),
+        done: AtomicBool,
+        waiter: Thread,
+    }
+
+    struct SlotPtr(*const Slot);
+    unsafe impl Send for SlotPtr {}
+
+    struct Completer {
+        pid: i32,
+        queue: Mutex<VecDeque<SlotPtr>>,
+        thread: Thread,
+    }
+
+    static COMPLETER: Mutex<Option<&'static Completer>> = Mutex::new(None);
+    /// Number of completions run on the completion thread (tests, benchmarks).
+    pub static HANDOFFS: AtomicU64 = AtomicU64::new(0);
+
+    fn completer() -> &'static Completer {
+        let mut g = COMPLETER.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = unsafe { libc_getpid() };
+        if let Some(c) = *g {
+            if c.pid == pid {
+                return c;
+            }
+            // A forked child: the parent's thread does not exist here.
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<&'static Completer>();
+        let t = thread::Builder::new()
+            .name("mlbuild-lg-complete".into())
+            .spawn(move || {
+                let _d = DirectScope::enter();
+                let me: &'static Completer = rx.recv().expect("completer handle");
+                loop {
+                    let batch: Vec<SlotPtr> = {
+                        let mut q = me.queue.lock().unwrap_or_else(|e| e.into_inner());
+                        q.drain(..).collect()
+                    };
+                    if batch.is_empty() {
+                        thread::park();
+                        continue;
+                    }
+                    for SlotPtr(p) in batch {
+                        // SAFETY: the caller waits (run_on_completer) until `done`
+                        // is set, so the slot and the closure outlive this use.
+                        let slot = unsafe { &*p };
+                        let waiter = slot.waiter.clone();
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*slot.work)() }));
+                        slot.done.store(true, Ordering::Release);
+                        waiter.unpark();
+                    }
+                }
+            })
+            .expect("spawn the completion thread");
+        let c: &'static Completer =
+            Box::leak(Box::new(Completer { pid, queue: Mutex::new(VecDeque::new()), thread: t.thread().clone() }));
+        tx.send(c).expect("completer start");
+        *g = Some(c);
+        c
+    }
+
+    /// Runs `work` on the completion thread and waits for it.
+    pub fn run_on_completer(work: &mut dyn FnMut()) {
+        let c = completer();
+        // SAFETY: lifetime erased; this function does not return before the
+        // completion thread has finished with `work` (it waits for `done`).
+        let work: *mut (dyn FnMut() + '_) = work;
+        let work: *mut (dyn FnMut() + 'static) = unsafe { std::mem::transmute(work) };
+        let slot = Slot { work, done: AtomicBool::new(false), waiter: thread::current() };
+        c.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(SlotPtr(&slot));
+        c.thread.unpark();
+        HANDOFFS.fetch_add(1, Ordering::Relaxed);
+        let mut spins = 0u32;
+        while !slot.done.load(Ordering::Acquire) {
+            if spins < 200 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                thread::park();
+            }
+        }
     }
 }
