@@ -269,6 +269,7 @@ macro_rules! int_arg {
 int_arg!(U64Arg, u64, "0 <= value < 2**64");
 int_arg!(I64Arg, i64, "-2**63 <= value < 2**63");
 int_arg!(I32Arg, i32, "-2**31 <= value < 2**31");
+int_arg!(Handle, usize, "a handle: 0 <= value < 2**64");
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct F64Arg(f64);
@@ -1037,7 +1038,8 @@ fn construct_queue_sut(flush_queries_cb: Option<&Bound<'_, PyAny>>, name: &str) 
 /// both empty on timeout.
 #[pyfunction]
 #[pyo3(name = "PollQueries", signature = (sut, max_samples = 0, timeout_s = 0.01))]
-fn poll_queries(py: Python<'_>, sut: usize, max_samples: usize, timeout_s: f64) -> PyResult<(U64Array, U64Array)> {
+fn poll_queries(py: Python<'_>, sut: Handle, max_samples: usize, timeout_s: f64) -> PyResult<(U64Array, U64Array)> {
+    let sut = sut.0;
     let state = SUTS
         .lock()
         .unwrap()
@@ -1089,8 +1091,8 @@ fn construct_qdl(
 /// Destroy the object created by ConstructQDL.
 #[pyfunction]
 #[pyo3(name = "DestroyQDL")]
-fn destroy_qdl(qdl: usize) -> PyResult<()> {
-    destroy_sut_impl(qdl)
+fn destroy_qdl(qdl: Handle) -> PyResult<()> {
+    destroy_sut_impl(qdl.0)
 }
 
 fn destroy_sut_impl(sut: usize) -> PyResult<()> {
@@ -1104,23 +1106,23 @@ fn destroy_sut_impl(sut: usize) -> PyResult<()> {
 /// Destroy the object created by ConstructSUT (or any of our SUT constructors).
 #[pyfunction]
 #[pyo3(name = "DestroySUT")]
-fn destroy_sut(sut: usize) -> PyResult<()> {
-    destroy_sut_impl(sut)
+fn destroy_sut(sut: Handle) -> PyResult<()> {
+    destroy_sut_impl(sut.0)
 }
 
 /// Destroy the object created by ConstructFastSUT.
 #[pyfunction]
 #[pyo3(name = "DestroyFastSUT")]
-fn destroy_fast_sut(sut: usize) -> PyResult<()> {
-    destroy_sut_impl(sut)
+fn destroy_fast_sut(sut: Handle) -> PyResult<()> {
+    destroy_sut_impl(sut.0)
 }
 
 /// Construct the query sample library.
 #[pyfunction]
 #[pyo3(name = "ConstructQSL", signature = (total_sample_count, performance_sample_count, load_samples_to_ram_cb, unload_samples_from_ram_cb, *, name = "PyQSL"))]
 fn construct_qsl(
-    total_sample_count: u64,
-    performance_sample_count: u64,
+    total_sample_count: U64Arg,
+    performance_sample_count: U64Arg,
     load_samples_to_ram_cb: &Bound<'_, PyAny>,
     unload_samples_from_ram_cb: &Bound<'_, PyAny>,
     name: &str,
@@ -1128,7 +1130,7 @@ fn construct_qsl(
     check_callable("load_samples_to_ram_cb", load_samples_to_ram_cb)?;
     check_callable("unload_samples_from_ram_cb", unload_samples_from_ram_cb)?;
     let h = PyQsl { load: load_samples_to_ram_cb.clone().unbind(), unload: unload_samples_from_ram_cb.clone().unbind() };
-    let qsl = runtime::Qsl::new(name, total_sample_count, performance_sample_count, Box::new(h)).map_err(PyValueError::new_err)?;
+    let qsl = runtime::Qsl::new(name, total_sample_count.0, performance_sample_count.0, Box::new(h)).map_err(PyValueError::new_err)?;
     let qsl = Arc::new(qsl);
     let handle = Arc::as_ptr(&qsl) as usize;
     QSLS.lock().unwrap().insert(handle, qsl);
@@ -1138,7 +1140,8 @@ fn construct_qsl(
 /// Destroy the object created by ConstructQSL.
 #[pyfunction]
 #[pyo3(name = "DestroyQSL")]
-fn destroy_qsl(qsl: usize) -> PyResult<()> {
+fn destroy_qsl(qsl: Handle) -> PyResult<()> {
+    let qsl = qsl.0;
     QSLS.lock()
         .unwrap()
         .remove(&qsl)
@@ -1209,15 +1212,15 @@ fn run_test(
 #[pyo3(name = "StartTest", signature = (sut, qsl, test_settings, audit_config_filename = "audit.config", *, stall_timeout_s = None))]
 fn start_test(
     py: Python<'_>,
-    sut: usize,
-    qsl: usize,
+    sut: Handle,
+    qsl: Handle,
     test_settings: PyRef<'_, TestSettings>,
     audit_config_filename: &str,
     stall_timeout_s: Option<f64>,
 ) -> PyResult<()> {
     let s = (*test_settings).clone();
     drop(test_settings);
-    run_test(py, sut, qsl, &s, runtime::LogSettings::default(), audit_config_filename, stall_timeout_s)
+    run_test(py, sut.0, qsl.0, &s, runtime::LogSettings::default(), audit_config_filename, stall_timeout_s)
 }
 
 /// Run tests on a SUT created by ConstructSUT() with the provided QSL. Accepts custom log settings.
@@ -1225,8 +1228,8 @@ fn start_test(
 #[pyo3(name = "StartTestWithLogSettings", signature = (sut, qsl, test_settings, log_settings, audit_config_filename = "audit.config", *, stall_timeout_s = None))]
 fn start_test_with_log_settings(
     py: Python<'_>,
-    sut: usize,
-    qsl: usize,
+    sut: Handle,
+    qsl: Handle,
     test_settings: PyRef<'_, TestSettings>,
     log_settings: PyRef<'_, LogSettings>,
     audit_config_filename: &str,
@@ -1236,7 +1239,7 @@ fn start_test_with_log_settings(
     let l = log_settings.to_runtime(py);
     drop(test_settings);
     drop(log_settings);
-    run_test(py, sut, qsl, &s, l, audit_config_filename, stall_timeout_s)
+    run_test(py, sut.0, qsl.0, &s, l, audit_config_filename, stall_timeout_s)
 }
 
 /// Registers the calling thread as an issue thread (Server with

@@ -3,8 +3,8 @@ upstream py_demo_offline.py does (one `threading.Thread` per issued batch). Writ
 `mlperf_loadgen` as an upstream client is; run it on our binding with
 `python -m mlbuild_loadgen.run short_threads.py ...`.
 
-Usage: short_threads.py OUTDIR [--samples N] [--repeat R] [--per-thread K] [--trace 0|1]
-Prints one line per test: 'result <VALID|INVALID> completed <n>'.
+Usage: short_threads.py OUTDIR [--samples N] [--repeat R] [--per-thread K | --slices N] [--trace 0|1]
+Prints the module's name, then one line per test: 'result <VALID|INVALID> completed <n>'.
 """
 
 from __future__ import annotations
@@ -24,14 +24,16 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--per-thread", type=int, default=1, help="samples per thread (0: the whole query, as the demo)")
     ap.add_argument("--slices", type=int, default=0,
-                    help="the demo's pattern instead: per query, N threads each complete every N-th sample "
-                         "after sleeping (i+1)*--slice-sleep seconds, so threads exit while the test goes on")
+                    help="the demo's pattern instead: per query, N threads; thread i completes every N-th "
+                         "sample after sleeping (1 + i %% 3) * --slice-sleep seconds, so threads exit while "
+                         "the test goes on")
     ap.add_argument("--slice-sleep", type=float, default=0.3)
     ap.add_argument("--demo", action="store_true",
                     help="the demo's own settings: default min duration (600 s at 1000 QPS: one query of "
                          "660000 samples), a 1024/128 QSL, default log settings")
     ap.add_argument("--trace", type=int, default=0, help="LogSettings.enable_trace (the demo keeps the default, on)")
     args = ap.parse_args()
+    print(f"module {mlperf_loadgen.__name__}", flush=True)
 
     completed = 0
     lock = threading.Lock()
@@ -45,7 +47,7 @@ def main() -> None:
             completed += len(samples)
 
     def process_slice(query_samples, i):
-        time.sleep(args.slice_sleep * (i + 1))
+        time.sleep(args.slice_sleep * (1 + i % 3))
         process(query_samples[i::args.slices])
 
     def issue_query(query_samples):
