@@ -18,10 +18,12 @@ from .conftest import parse_detail
 CLIENTS = Path(__file__).with_name("clients")
 
 
-def run_client(lg_path: Path, backend: str, script: str, args: list[str], timeout: float = 240) -> subprocess.CompletedProcess[str]:
+def run_client(lg_path: Path, backend: str, script: str, args: list[str],
+               timeout: float = 240) -> subprocess.CompletedProcess[str]:
     """The client as a user runs it: `python CLIENT` (official, from the venv) or
     `python -m mlbuild_loadgen.run CLIENT` (ours; the official wheel stays installed)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in [str(lg_path), os.environ.get("PYTHONPATH", "")] if p)}
+    path = [str(lg_path), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in path if p)}
     cmd = [sys.executable, str(CLIENTS / script), *args]
     if backend == "ours":
         cmd[1:1] = ["-m", "mlbuild_loadgen.run"]
@@ -86,7 +88,8 @@ SHORT = ["--samples", "4000", "--slice-sleep", "0.05"]
 @pytest.mark.slow
 @pytest.mark.parametrize("slices", [3, 1000], ids=["demo-3-slices", "1000-threads-per-query"])
 def test_completions_from_short_lived_threads_20_of_20(lg_path, tmp_path, slices):
-    p = run_client(lg_path, "ours", "short_threads.py", [str(tmp_path), *SHORT, "--slices", str(slices), "--repeat", "20"])
+    args = [str(tmp_path), *SHORT, "--slices", str(slices), "--repeat", "20"]
+    p = run_client(lg_path, "ours", "short_threads.py", args)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr[-3000:]}"
     f = fields(p.stdout)
     assert f["module"] == ["mlbuild_loadgen"]
@@ -132,7 +135,8 @@ def test_run_module_aliases_mlperf_loadgen(lg_path, tmp_path):
 
 def test_run_module_usage_errors(lg_path, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(lg_path)}
-    p = subprocess.run([sys.executable, "-m", "mlbuild_loadgen.run"], capture_output=True, text=True, env=env, timeout=60)
+    p = subprocess.run([sys.executable, "-m", "mlbuild_loadgen.run"], capture_output=True, text=True, env=env,
+                       timeout=60)
     assert p.returncode == 2 and "usage: python -m mlbuild_loadgen.run" in p.stderr
     p = subprocess.run([sys.executable, "-m", "mlbuild_loadgen.run", str(tmp_path / "missing.py")],
                        capture_output=True, text=True, env=env, timeout=60)

@@ -120,7 +120,7 @@ def _builtin_exc(e: BaseException) -> str:
 def outcome(fn, mod: Any) -> Any:
     try:
         return ("ok", _norm(fn(mod), mod))
-    except Exception as e:  # noqa: BLE001 - the exception type is the outcome
+    except Exception as e:
         return ("raise", _builtin_exc(e))
 
 
@@ -136,9 +136,9 @@ def _set(cls: str, field: str, value: Any):
 def _enum_probe(enum: str, expr: str):
     def probe(m):
         E = getattr(m, enum)
-        first = list(E.__members__.values())[0]
+        first = next(iter(E.__members__.values()))
         last = list(E.__members__.values())[-1]
-        return eval(expr, {"E": E, "a": first, "z": last, "pickle": pickle, "np": np})  # noqa: S307
+        return eval(expr, {"E": E, "a": first, "z": last, "pickle": pickle, "np": np})
 
     return probe
 
@@ -177,7 +177,8 @@ def build_probes() -> dict[str, Any]:
     probes: dict[str, Any] = {}
     for cls in SETTINGS_CLASSES:
         ref = getattr(mlperf_loadgen, cls)()
-        probes[f"{cls}: public names"] = lambda m, cls=cls: sorted(_public(getattr(mlperf_loadgen, cls)()) - _public(getattr(m, cls)()))
+        probes[f"{cls}: public names"] = (
+            lambda m, cls=cls: sorted(_public(getattr(mlperf_loadgen, cls)()) - _public(getattr(m, cls)())))
         for field in sorted(_public(ref) - {"FromConfig"}):
             probes[f"{cls}().{field} (default)"] = lambda m, cls=cls, field=field: getattr(getattr(m, cls)(), field)
             if field in ("log_output", "scenario", "mode", "log_mode"):
@@ -190,7 +191,8 @@ def build_probes() -> dict[str, Any]:
         for v in vals:
             enum = "TestScenario" if f == "scenario" else "TestMode"
             probes[f"TestSettings().{f} = {enum}.{v}"] = (
-                lambda m, f=f, v=v, enum=enum: (setattr(s := m.TestSettings(), f, getattr(getattr(m, enum), v)), getattr(s, f))[1]
+                lambda m, f=f, v=v, enum=enum: (
+                    setattr(s := m.TestSettings(), f, getattr(getattr(m, enum), v)), getattr(s, f))[1]
             )
         probes[f"TestSettings().{f} = 1 (int)"] = _set("TestSettings", f, 1)
         probes[f"TestSettings().{f} = 'Server' (str)"] = _set("TestSettings", f, "Server")
@@ -228,7 +230,8 @@ def build_probes() -> dict[str, Any]:
         probes[f"{cls}(1.5, ...)"] = _construct(cls, 1.5, *range(2, n + 1))
         probes[f"{cls}(np.uint64(5), ...)"] = _construct(cls, np.uint64(5), *range(2, n + 1))
         probes[f"{cls}('x', ...)"] = _construct(cls, "x", *range(2, n + 1))
-        probes[f"{cls}: pickle round trip"] = lambda m, cls=cls, n=n: pickle.loads(pickle.dumps(getattr(m, cls)(*range(1, n + 1))))
+        probes[f"{cls}: pickle round trip"] = (
+            lambda m, cls=cls, n=n: pickle.loads(pickle.dumps(getattr(m, cls)(*range(1, n + 1)))))
         for f in FIELDS_OF[cls]:
             for label in ("1", "-1", "2**64", "2.5", "np.int64(7)", "None"):
                 probes[f"{cls}().{f} = {label}"] = _set(cls, f, VALUES[label])
@@ -245,10 +248,12 @@ def build_probes() -> dict[str, Any]:
         probes[f"module: {name} is callable"] = lambda m, name=name: callable(getattr(m, name))
 
     probes["ConstructSUT(cb, cb) -> handle"] = _handle_kind(lambda m: (m.ConstructSUT(_cb, _cb), "DestroySUT"))
-    probes["ConstructFastSUT(cb, cb) -> handle"] = _handle_kind(lambda m: (m.ConstructFastSUT(_cb, _cb), "DestroyFastSUT"))
+    probes["ConstructFastSUT(cb, cb) -> handle"] = _handle_kind(
+        lambda m: (m.ConstructFastSUT(_cb, _cb), "DestroyFastSUT"))
     probes["ConstructQDL(cb, cb, name) -> handle"] = _handle_kind(
         lambda m: (m.ConstructQDL(_cb, _cb, lambda: "qdl"), "DestroyQDL"))
-    probes["ConstructQSL(10, 5, cb, cb) -> handle"] = _handle_kind(lambda m: (m.ConstructQSL(10, 5, _cb, _cb), "DestroyQSL"))
+    probes["ConstructQSL(10, 5, cb, cb) -> handle"] = _handle_kind(
+        lambda m: (m.ConstructQSL(10, 5, _cb, _cb), "DestroyQSL"))
     probes["ConstructQDL: name_cb not called at construction"] = lambda m: _qdl_name_calls(m)
     probes["ConstructSUT(1, 2)"] = lambda m: m.ConstructSUT(1, 2)
     probes["ConstructSUT(cb)"] = lambda m: m.ConstructSUT(_cb)

@@ -16,7 +16,8 @@ import runpy
 import sys
 from pathlib import Path
 
-ALIAS_DIR = str(Path(__file__).resolve().parent / "_alias")
+# Not an importable package name (a dash), so nothing walks into it as mlbuild_loadgen.<name>.
+ALIAS_DIR = str(Path(__file__).resolve().parent / "alias-dir")
 
 USAGE = "usage: python -m mlbuild_loadgen.run SCRIPT.py [ARGS...] | -m MODULE [ARGS...]"
 
