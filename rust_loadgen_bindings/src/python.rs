@@ -1440,6 +1440,16 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// Counters of the completion routing (for tests): completions handed to the
+/// completion thread, and threads held at exit until a test ended.
+#[pyfunction]
+fn _completion_stats() -> (u64, u64) {
+    (
+        runtime::handoff::HANDOFFS.load(Ordering::Relaxed),
+        runtime::handoff::HELD_AT_EXIT.load(Ordering::Relaxed),
+    )
+}
+
 /// The mlperf.conf embedded in the core (the sdist's, byte for byte).
 #[pyfunction]
 fn embedded_mlperf_conf() -> String {
@@ -1491,6 +1501,7 @@ fn _lg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(embedded_mlperf_conf, m)?)?;
     m.add_function(wrap_pyfunction!(check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(_completion_stats, m)?)?;
     m.add("LoadgenError", py.get_type::<LoadgenError>())?;
     m.add("SutCallbackError", py.get_type::<SutCallbackError>())?;
     m.add("StallError", py.get_type::<StallError>())?;

@@ -186,15 +186,28 @@ type CoreCompleteFn =
 /// (`TlsLogger`); when that thread exits during a test, the core's IO thread may
 /// swap the buffers of the freed logger (`TlsLogger::SwapBuffers`, an open
 /// upstream race) and the process crashes. So only threads that cannot exit
-/// while a test runs call the core directly: the LoadGen's own threads inside
-/// its callbacks (issue, flush, load/unload), the process's main thread, and the
-/// binding's completion thread. Completions from any other thread (a worker
-/// thread of the SUT, short-lived or not) are run by the binding's completion
-/// thread while the caller waits, so the caller's buffers stay valid and its
-/// errors and response callbacks behave exactly as on a direct call.
+/// while a test runs call the core directly:
+/// * the LoadGen's own threads inside its callbacks (issue, flush, load/unload),
+///   threads blocked in StartTest/RegisterIssueQueryThread, the main thread, and
+///   the binding's completion thread;
+/// * threads that have completed `handoff::PROMOTE_AFTER` times already (long-lived
+///   workers): right after their first direct call, a thread-exit hook is
+///   registered that runs before the core's own one and, if a test is running,
+///   holds the exiting thread until the test has ended.
+/// Completions from any other thread (short-lived ones) are run by the binding's
+/// completion thread while the caller waits, so the caller's buffers stay valid and
+/// its errors and response callbacks behave exactly as on a direct call.
 fn call_core(f: CoreCompleteFn, resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
-    if handoff::direct() {
-        return call_core_here(f, resps, cb);
+    match handoff::route() {
+        handoff::Route::Direct => return call_core_here(f, resps, cb),
+        handoff::Route::DirectFirst => {
+            let r = call_core_here(f, resps, cb);
+            // The core registered its logger's thread-exit destructor in that call
+            // (every non-empty completion logs); ours, registered now, runs first.
+            handoff::hold_exit_while_testing();
+            return r;
+        }
+        handoff::Route::Handoff => {}
     }
     let mut out: Result<(), String> = Ok(());
     let mut cb = cb;
@@ -668,6 +681,7 @@ pub fn start_test(
     *lock(&STATE.stalled) = None;
     STATE.failed.store(false, Ordering::Release);
     STATE.active.store(true, Ordering::Release);
+    handoff::set_testing(true);
     let wd = opts.stall_timeout.map(start_watchdog);
 
     let mut err = [0 as c_char; ERRLEN];
@@ -682,6 +696,8 @@ pub fn start_test(
         let _ = wd.handle.join();
     }
     STATE.active.store(false, Ordering::Release);
+    // The core's IO thread has stopped: threads held at exit may go.
+    handoff::set_testing(false);
     lock(&STATE.registry).clear();
     let mut failures = std::mem::take(&mut *lock(&STATE.failures));
     let stalled = lock(&STATE.stalled).take();
@@ -808,7 +824,7 @@ pub mod handoff {
     use std::cell::Cell;
     use std::collections::VecDeque;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::Mutex;
+    use std::sync::{Condvar, Mutex};
     use std::thread::{self, Thread};
 
     thread_local! {
@@ -855,6 +871,90 @@ pub mod handoff {
     /// May the current thread call the core's completion functions directly?
     pub fn direct() -> bool {
         DIRECT_DEPTH.with(|d| d.get() > 0) || is_main_thread()
+    }
+
+    /// Completions a thread hands off before it counts as long-lived and calls the
+    /// core itself (a thread per sample or per query never gets there).
+    pub const PROMOTE_AFTER: u32 = 8;
+
+    thread_local! {
+        /// Hand-offs so far; PROMOTE_AFTER + 1: promoted (exit hook registered).
+        static HANDED: Cell<u32> = const { Cell::new(0) };
+    }
+
+    pub enum Route {
+        Direct,
+        /// The thread's first direct call: register the exit hook after it.
+        DirectFirst,
+        Handoff,
+    }
+
+    pub fn route() -> Route {
+        if direct() {
+            return Route::Direct;
+        }
+        HANDED.with(|h| {
+            let n = h.get();
+            if n > PROMOTE_AFTER {
+                Route::Direct
+            } else if n == PROMOTE_AFTER {
+                Route::DirectFirst
+            } else {
+                h.set(n + 1);
+                Route::Handoff
+            }
+        })
+    }
+
+    /// Test start/end, for the exit hook (set by start_test).
+    pub static TESTING: Mutex<bool> = Mutex::new(false);
+    pub static TEST_ENDED: Condvar = Condvar::new();
+    /// Threads held at exit so far (tests).
+    pub static HELD_AT_EXIT: AtomicU64 = AtomicU64::new(0);
+
+    pub fn set_testing(on: bool) {
+        *TESTING.lock().unwrap_or_else(|e| e.into_inner()) = on;
+        if !on {
+            TEST_ENDED.notify_all();
+        }
+    }
+
+    extern "C" {
+        fn __cxa_thread_atexit_impl(
+            dtor: unsafe extern "C" fn(*mut std::ffi::c_void),
+            obj: *mut std::ffi::c_void,
+            dso_symbol: *mut std::ffi::c_void,
+        ) -> i32;
+    }
+
+    static DSO_ANCHOR: u8 = 0;
+
+    unsafe extern "C" fn exit_hook(_obj: *mut std::ffi::c_void) {
+        let mut g = TESTING.lock().unwrap_or_else(|e| e.into_inner());
+        if *g {
+            HELD_AT_EXIT.fetch_add(1, Ordering::Relaxed);
+        }
+        while *g {
+            g = TEST_ENDED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Registers the exit hook of the current thread (once) and marks it promoted.
+    /// Thread-exit destructors run in reverse order of registration, so this one,
+    /// registered after the core's, runs before the core hands its logger over.
+    pub fn hold_exit_while_testing() {
+        HANDED.with(|h| {
+            if h.get() <= PROMOTE_AFTER {
+                h.set(PROMOTE_AFTER + 1);
+                unsafe {
+                    __cxa_thread_atexit_impl(
+                        exit_hook,
+                        std::ptr::null_mut(),
+                        &DSO_ANCHOR as *const u8 as *mut std::ffi::c_void,
+                    );
+                }
+            }
+        });
     }
 
     struct Slot {

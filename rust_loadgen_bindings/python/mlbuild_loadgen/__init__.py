@@ -23,6 +23,7 @@ A drop-in for the official module: ``import mlbuild_loadgen as lg`` instead of
 from . import _lg
 from ._lg import *  # noqa: F401,F403
 from ._lg import (  # noqa: F401
+    _completion_stats,
     ConfigError,
     LoadgenConfigWarning,
     LoadgenError,

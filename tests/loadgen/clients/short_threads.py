@@ -28,6 +28,8 @@ def main() -> None:
                          "sample after sleeping (1 + i %% 3) * --slice-sleep seconds, so threads exit while "
                          "the test goes on")
     ap.add_argument("--slice-sleep", type=float, default=0.3)
+    ap.add_argument("--calls", type=int, default=1,
+                    help="with --slices: each thread completes its samples in this many QuerySamplesComplete calls")
     ap.add_argument("--demo", action="store_true",
                     help="the demo's own settings: default min duration (600 s at 1000 QPS: one query of "
                          "660000 samples), a 1024/128 QSL, default log settings")
@@ -48,7 +50,10 @@ def main() -> None:
 
     def process_slice(query_samples, i):
         time.sleep(args.slice_sleep * (1 + i % 3))
-        process(query_samples[i::args.slices])
+        mine = query_samples[i::args.slices]
+        step = max(1, -(-len(mine) // args.calls))
+        for j in range(0, len(mine), step):
+            process(mine[j:j + step])
 
     def issue_query(query_samples):
         if args.slices:
@@ -85,6 +90,9 @@ def main() -> None:
         summary = (out / "mlperf_log_summary.txt").read_text()
         result = summary.split("Result is : ", 1)[1].split()[0]
         print(f"result {result} completed {completed}", flush=True)
+    stats = getattr(mlperf_loadgen, "_completion_stats", None)
+    if stats:  # ours: (completions handed to the completion thread, threads held at exit)
+        print("stats {} {}".format(*stats()), flush=True)
 
 
 if __name__ == "__main__":
