@@ -22,12 +22,18 @@ Figures (medians over --repeats runs):
                                a Rust-only null SUT on the same core with the
                                same settings (rust_loadgen_bindings/examples/
                                null_ss.rs), the core's own per-query cost.
+  With --workers, the same SUT on both sides completing from a long-lived Python
+  worker thread (issue_cb puts the query on a queue.Queue; the worker calls
+  QuerySamplesComplete), the common harness shape; ours hands such completions to
+  its completion thread (rust_loadgen_bindings/README.md):
+  * singlestream_worker_us_per_query, server_worker_max_valid_qps_100ms,
+    offline_worker_1m_samples_per_s.
 
 Every figure names the winning variant of each side (reference_name, ours_name).
 Runs are interleaved: each repeat runs every (side, variant) once, the order of
 the sides alternating from repeat to repeat; figures are medians over repeats.
 
-Usage: python bench/loadgen.py [--json] [--repeats 3] [--wheel-dir DIR] [--null-ss BIN]
+Usage: python bench/loadgen.py [--json] [--repeats 3] [--wheel-dir DIR] [--null-ss BIN] [--workers]
 Ours is imported from --wheel-dir (an unzipped wheel), $MLBUILD_LOADGEN_PATH,
 or the environment. The floor binary: --null-ss, or built with cargo when
 $MLPERF_LOADGEN_SRC names the unpacked LoadGen sdist; otherwise the floor is
@@ -59,6 +65,16 @@ def _detail(outdir: str) -> dict:
                 d = json.loads(line[9:])
                 vals.setdefault(d["key"], d["value"])
     return vals
+
+
+class _PutNone:
+    """stop.set() for the worker variant: ends its loop."""
+
+    def __init__(self, q) -> None:
+        self.q = q
+
+    def set(self) -> None:
+        self.q.put(None)
 
 
 def worker(spec: dict) -> dict:
@@ -99,6 +115,22 @@ def worker(spec: dict) -> dict:
     elif variant == "batched_ret":
         # completes by return value (True: empty responses), see ConstructSUTBatched
         sut = lg.ConstructSUTBatched(lambda ids, idx: True)
+    elif variant == "worker":
+        import queue as queue_mod
+
+        work: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+
+        def issue_to_worker(qs):
+            work.put(qs)
+
+        def work_loop():
+            while (qs := work.get()) is not None:
+                complete([QSR(q.id, 0, 0) for q in qs])
+
+        sut = lg.ConstructSUT(issue_to_worker, lambda: None)
+        th = threading.Thread(target=work_loop, daemon=True)
+        th.start()
+        stop = _PutNone(work)  # type: ignore[assignment]
     elif variant == "queue":
         sut = lg.ConstructQueueSUT()
         poll, complete_arrays = lg.PollQueries, lg.QuerySamplesCompleteArrays
@@ -229,11 +261,17 @@ def main() -> None:
     ap.add_argument("--wheel-dir", default=os.environ.get("MLBUILD_LOADGEN_PATH"))
     ap.add_argument("--only", default="offline,server,singlestream")
     ap.add_argument("--null-ss", help="the built rust_loadgen_bindings/examples/null_ss binary (the floor)")
+    ap.add_argument("--workers", action="store_true",
+                    help="also the 'worker' variant on both sides (completion from a long-lived Python thread)")
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(json.loads(a.worker))))
         return
 
+    if a.workers:
+        for sides in VARIANTS.values():
+            for side in sides:
+                sides[side] = (*sides[side], "worker")
     env = dict(os.environ)
     if a.wheel_dir:
         env["PYTHONPATH"] = os.pathsep.join([a.wheel_dir, env.get("PYTHONPATH", "")])
@@ -302,6 +340,17 @@ def main() -> None:
                    reference=r, reference_name=f"mlperf_loadgen {rv}", ours_name=f"mlbuild_loadgen {ov}",
                    floor=med.get("ss_floor"), floor_name="Rust-only null SUT (examples/null_ss.rs), same settings")
         figures.append(fig)
+
+    if a.workers:
+        for scen, key, name, unit, higher in (
+            ("offline", "offline/{}/worker/sps", "offline_worker_1m_samples_per_s", "samples/s", True),
+            ("singlestream", "ss/{}/worker", "singlestream_worker_us_per_query", "us/query", False),
+            ("server", "server/{}/worker", "server_worker_max_valid_qps_100ms", "QPS", True),
+        ):
+            if scen in only:
+                figures.append(dict(name=name, unit=unit, higher_is_better=higher, ours=med[key.format("ours")],
+                                    reference=med[key.format("official")], reference_name="mlperf_loadgen worker",
+                                    ours_name="mlbuild_loadgen worker"))
 
     if a.json:
         # the required keys, the variant that won on our side, and the floor where there is one

@@ -62,6 +62,7 @@ class ShimSut final : public mlperf::SystemUnderTest {
            samples.size());
   }
   void FlushQueries() override { flush_(ctx_); }
+  void SetName(const char* name) { name_ = name; }
 
  private:
   std::string name_;
@@ -239,6 +240,15 @@ void* lg_sut_new(const char* name, void* ctx, lg_issue_fn issue,
 }
 
 void lg_sut_free(void* sut) { delete static_cast<ShimSut*>(sut); }
+
+int lg_sut_set_name(void* sut, const char* name) {
+  try {
+    static_cast<ShimSut*>(sut)->SetName(name);
+    return 0;
+  } catch (...) {
+    return -1;
+  }
+}
 
 void* lg_qsl_new(const char* name, uint64_t total, uint64_t performance,
                  void* ctx, lg_index_fn load, lg_index_fn unload) {

@@ -91,6 +91,8 @@ size_t lg_abi_sizeof(int which);
 void* lg_sut_new(const char* name, void* ctx, lg_issue_fn issue,
                  lg_void_fn flush);
 void lg_sut_free(void* sut);
+/* Replaces the name the core reads with Name() (not while a test runs). */
+int lg_sut_set_name(void* sut, const char* name);
 void* lg_qsl_new(const char* name, uint64_t total, uint64_t performance,
                  void* ctx, lg_index_fn load, lg_index_fn unload);
 void lg_qsl_free(void* qsl);

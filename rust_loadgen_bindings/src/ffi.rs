@@ -90,6 +90,7 @@ extern "C" {
     pub fn lg_abi_sizeof(which: c_int) -> usize;
     pub fn lg_sut_new(name: *const c_char, ctx: *mut c_void, issue: IssueFn, flush: VoidFn) -> *mut c_void;
     pub fn lg_sut_free(sut: *mut c_void);
+    pub fn lg_sut_set_name(sut: *mut c_void, name: *const c_char) -> c_int;
     pub fn lg_qsl_new(
         name: *const c_char,
         total: u64,

@@ -11,7 +11,7 @@ use pyo3::buffer::PyBuffer;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyBufferError, PyIndexError, PyRuntimeError, PyTypeError, PyValueError, PyWarning};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList, PySlice, PyTuple};
+use pyo3::types::{PyDict, PyFloat, PyList, PySlice, PyTuple};
 
 use crate::conf;
 use crate::runtime::{self, CallbackError, CbResult, CompleteError, Response, Sample, TestError};
@@ -39,9 +39,11 @@ create_exception!(
 create_exception!(mlbuild_loadgen, LoadgenConfigWarning, PyWarning, "Problems found in a conf file.");
 
 // ---------------------------------------------------------------------------
-// Enums
+// Enums: pybind11-style (repr `<TestScenario.Server: 2>`, `__members__` a
+// dict, `TestScenario(2)`, equality only with the same enum type, no
+// ordering), like the official module's `py::enum_`.
 
-#[pyclass(module = "mlbuild_loadgen", eq, eq_int, hash, frozen)]
+#[pyclass(module = "mlbuild_loadgen", frozen)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum TestScenario {
     SingleStream = 0,
@@ -50,7 +52,7 @@ pub enum TestScenario {
     Offline = 3,
 }
 
-#[pyclass(module = "mlbuild_loadgen", eq, eq_int, hash, frozen)]
+#[pyclass(module = "mlbuild_loadgen", frozen)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum TestMode {
     SubmissionRun = 0,
@@ -59,7 +61,7 @@ pub enum TestMode {
     FindPeakPerformance = 3,
 }
 
-#[pyclass(module = "mlbuild_loadgen", eq, eq_int, hash, frozen)]
+#[pyclass(module = "mlbuild_loadgen", frozen)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum LoggingMode {
     AsyncPoll = 0,
@@ -67,10 +69,29 @@ pub enum LoggingMode {
     Synchronous = 2,
 }
 
+fn py_bool(py: Python<'_>, b: bool) -> PyObject {
+    pyo3::types::PyBool::new(py, b).to_owned().into_any().unbind()
+}
+
 macro_rules! enum_extras {
     ($t:ident, [$($v:ident),*]) => {
         #[pymethods]
         impl $t {
+            /// `TestScenario(2)` (or another member): the member with that value.
+            #[new]
+            fn py_new(value: &Bound<'_, PyAny>) -> PyResult<$t> {
+                if let Ok(m) = value.downcast::<$t>() {
+                    return Ok(*m.get());
+                }
+                let v = strict_index(value, concat!(stringify!($t), "()"))?;
+                $t::try_from_i64(v).ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "{} has no member with value {v} (members: {})",
+                        stringify!($t),
+                        [$(format!("{}={}", stringify!($v), $t::$v as i64)),*].join(", ")
+                    ))
+                })
+            }
             #[getter]
             fn name(&self) -> &'static str {
                 match self { $($t::$v => stringify!($v)),* }
@@ -80,14 +101,50 @@ macro_rules! enum_extras {
                 *self as i64
             }
             #[classattr]
-            fn __members__() -> Vec<(&'static str, $t)> {
-                vec![$((stringify!($v), $t::$v)),*]
+            fn __members__(py: Python<'_>) -> PyResult<Py<PyDict>> {
+                let d = PyDict::new(py);
+                $( d.set_item(stringify!($v), Py::new(py, $t::$v)?)?; )*
+                Ok(d.unbind())
+            }
+            fn __repr__(&self) -> String {
+                format!("<{}.{}: {}>", stringify!($t), self.name(), *self as i64)
+            }
+            fn __str__(&self) -> String {
+                format!("{}.{}", stringify!($t), self.name())
+            }
+            fn __int__(&self) -> i64 {
+                *self as i64
+            }
+            fn __index__(&self) -> i64 {
+                *self as i64
+            }
+            fn __hash__(&self) -> u64 {
+                *self as u64
+            }
+            fn __richcmp__(&self, other: &Bound<'_, PyAny>, op: pyo3::basic::CompareOp) -> PyObject {
+                let py = other.py();
+                use pyo3::basic::CompareOp::*;
+                match (op, other.downcast::<$t>()) {
+                    (Eq, Ok(o)) => py_bool(py, *self == *o.get()),
+                    (Ne, Ok(o)) => py_bool(py, *self != *o.get()),
+                    (Eq, Err(_)) => py_bool(py, false),
+                    (Ne, Err(_)) => py_bool(py, true),
+                    _ => py.NotImplemented(),
+                }
+            }
+            fn __getstate__(&self) -> i64 {
+                *self as i64
+            }
+            fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(PyObject, (i64,))> {
+                Ok((slf.as_any().get_type().into_any().unbind(), (*slf.get() as i64,)))
             }
         }
         impl $t {
+            fn try_from_i64(v: i64) -> Option<$t> {
+                [$($t::$v),*].into_iter().find(|x| *x as i64 == v)
+            }
             fn from_i64(v: i64) -> $t {
-                let all = [$($t::$v),*];
-                all.into_iter().find(|x| *x as i64 == v).unwrap_or(all[0])
+                $t::try_from_i64(v).unwrap_or([$($t::$v),*][0])
             }
         }
     };
@@ -95,6 +152,155 @@ macro_rules! enum_extras {
 enum_extras!(TestScenario, [SingleStream, MultiStream, Server, Offline]);
 enum_extras!(TestMode, [SubmissionRun, AccuracyOnly, PerformanceOnly, FindPeakPerformance]);
 enum_extras!(LoggingMode, [AsyncPoll, EndOfTestOnly, Synchronous]);
+
+// ---------------------------------------------------------------------------
+// Argument conversion with the official module's (pybind11's) rules, so a
+// client that works there works here:
+// * bool fields accept True/False, None (False), numpy bools and any object
+//   whose type implements `__bool__` (int, float, numpy scalars, Decimal);
+//   str, list and the like raise TypeError.
+// * integer fields accept int (and bool), numpy integers and objects with
+//   `__index__`/`__int__` (converted with int()); floats raise TypeError, and so
+//   do values out of the field's range (negative for unsigned, too large).
+// * float fields accept anything `float()` accepts except strings.
+
+fn type_name(o: &Bound<'_, PyAny>) -> String {
+    o.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into())
+}
+
+fn qualified_type_name(o: &Bound<'_, PyAny>) -> String {
+    let t = o.get_type();
+    let module = t.module().map(|m| m.to_string()).unwrap_or_default();
+    format!("{module}.{}", type_name(o))
+}
+
+fn has_slot(o: &Bound<'_, PyAny>, slot: c_int) -> bool {
+    let tp = o.get_type();
+    unsafe { !pyo3::ffi::PyType_GetSlot(tp.as_ptr() as *mut pyo3::ffi::PyTypeObject, slot).is_null() }
+}
+
+/// The value as a Python int, pybind11-style: floats rejected, other numbers through int().
+fn int_like<'py>(o: &Bound<'py, PyAny>, what: &str) -> PyResult<Bound<'py, pyo3::types::PyInt>> {
+    use pyo3::types::PyInt;
+    if let Ok(i) = o.downcast::<PyInt>() {
+        return Ok(i.clone());
+    }
+    let prefix = if what.is_empty() { String::new() } else { format!("{what}: ") };
+    let wrong = || PyTypeError::new_err(format!("{prefix}expected an int, got {} {}", type_name(o), o.repr().map(|r| r.to_string()).unwrap_or_default()));
+    if o.is_instance_of::<PyFloat>() || unsafe { pyo3::ffi::PyNumber_Check(o.as_ptr()) } == 0 {
+        return Err(wrong());
+    }
+    let r = unsafe { pyo3::ffi::PyNumber_Long(o.as_ptr()) };
+    if r.is_null() {
+        let _ = PyErr::take(o.py());
+        return Err(wrong());
+    }
+    let r = unsafe { Bound::from_owned_ptr(o.py(), r) };
+    r.downcast_into::<PyInt>().map_err(|_| wrong())
+}
+
+fn int_in_range<T: for<'a> FromPyObject<'a>>(o: &Bound<'_, PyAny>, what: &str, range: &str) -> PyResult<T> {
+    let i = int_like(o, what)?;
+    let prefix = if what.is_empty() { String::new() } else { format!("{what}: ") };
+    i.extract::<T>().map_err(|_| PyTypeError::new_err(format!("{prefix}{i} is out of range ({range})")))
+}
+
+/// Enum constructor argument: an int (or bool/numpy int/`__index__` object), never a float or str.
+fn strict_index(o: &Bound<'_, PyAny>, what: &str) -> PyResult<i64> {
+    use pyo3::types::PyInt;
+    let wrong = || PyTypeError::new_err(format!("{what}: expected an int, got {}", type_name(o)));
+    if o.is_instance_of::<PyFloat>() || o.downcast::<PyInt>().is_err() && !has_slot(o, pyo3::ffi::Py_nb_index) {
+        return Err(wrong());
+    }
+    int_in_range::<i64>(o, what, "a 64-bit integer")
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Boolish(bool);
+
+impl<'py> FromPyObject<'py> for Boolish {
+    fn extract_bound(o: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(b) = o.downcast::<pyo3::types::PyBool>() {
+            return Ok(Boolish(b.is_true()));
+        }
+        if o.is_none() {
+            return Ok(Boolish(false));
+        }
+        let qn = qualified_type_name(o);
+        if qn == "numpy.bool_" || qn == "numpy.bool" || has_slot(o, pyo3::ffi::Py_nb_bool) {
+            return Ok(Boolish(o.is_truthy()?));
+        }
+        Err(PyTypeError::new_err(format!(
+            "expected a bool (or None, or a number), got {} {}",
+            type_name(o),
+            o.repr().map(|r| r.to_string()).unwrap_or_default()
+        )))
+    }
+}
+
+impl<'py> IntoPyObject<'py> for Boolish {
+    type Target = pyo3::types::PyBool;
+    type Output = Borrowed<'py, 'py, pyo3::types::PyBool>;
+    type Error = std::convert::Infallible;
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(pyo3::types::PyBool::new(py, self.0))
+    }
+}
+
+macro_rules! int_arg {
+    ($name:ident, $t:ty, $range:expr) => {
+        #[derive(Clone, Copy, Debug, PartialEq)]
+        pub struct $name($t);
+        impl<'py> FromPyObject<'py> for $name {
+            fn extract_bound(o: &Bound<'py, PyAny>) -> PyResult<Self> {
+                int_in_range::<$t>(o, "", $range).map($name)
+            }
+        }
+        impl<'py> IntoPyObject<'py> for $name {
+            type Target = pyo3::types::PyInt;
+            type Output = Bound<'py, pyo3::types::PyInt>;
+            type Error = std::convert::Infallible;
+            fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+                self.0.into_pyobject(py)
+            }
+        }
+    };
+}
+int_arg!(U64Arg, u64, "0 <= value < 2**64");
+int_arg!(I64Arg, i64, "-2**63 <= value < 2**63");
+int_arg!(I32Arg, i32, "-2**31 <= value < 2**31");
+int_arg!(Handle, usize, "a handle: 0 <= value < 2**64");
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct F64Arg(f64);
+
+impl<'py> FromPyObject<'py> for F64Arg {
+    fn extract_bound(o: &Bound<'py, PyAny>) -> PyResult<Self> {
+        if let Ok(f) = o.downcast::<PyFloat>() {
+            return Ok(F64Arg(f.value()));
+        }
+        let wrong = || PyTypeError::new_err(format!("expected a float, got {} {}", type_name(o), o.repr().map(|r| r.to_string()).unwrap_or_default()));
+        if !(has_slot(o, pyo3::ffi::Py_nb_float) || has_slot(o, pyo3::ffi::Py_nb_index)) {
+            return Err(wrong());
+        }
+        let r = unsafe { pyo3::ffi::PyNumber_Float(o.as_ptr()) };
+        if r.is_null() {
+            let _ = PyErr::take(o.py());
+            return Err(wrong());
+        }
+        let r = unsafe { Bound::from_owned_ptr(o.py(), r) };
+        r.extract::<f64>().map(F64Arg).map_err(|_| wrong())
+    }
+}
+
+impl<'py> IntoPyObject<'py> for F64Arg {
+    type Target = PyFloat;
+    type Output = Bound<'py, PyFloat>;
+    type Error = std::convert::Infallible;
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(PyFloat::new(py, self.0))
+    }
+}
 
 // ---------------------------------------------------------------------------
 // TestSettings
@@ -137,80 +343,80 @@ trait ConvRaw<R>: Sized {
     fn to_raw(self) -> R;
     fn from_raw(r: R) -> Self;
 }
-impl ConvRaw<f64> for f64 {
+impl ConvRaw<f64> for F64Arg {
     fn to_raw(self) -> f64 {
-        self
+        self.0
     }
     fn from_raw(r: f64) -> Self {
-        r
+        F64Arg(r)
     }
 }
-impl ConvRaw<u64> for u64 {
+impl ConvRaw<u64> for U64Arg {
     fn to_raw(self) -> u64 {
-        self
+        self.0
     }
     fn from_raw(r: u64) -> Self {
-        r
+        U64Arg(r)
     }
 }
-impl ConvRaw<u64> for bool {
+impl ConvRaw<u64> for Boolish {
     fn to_raw(self) -> u64 {
-        self as u64
+        self.0 as u64
     }
     fn from_raw(r: u64) -> Self {
-        r != 0
+        Boolish(r != 0)
     }
 }
-impl ConvRaw<i64> for i32 {
+impl ConvRaw<i64> for I32Arg {
     fn to_raw(self) -> i64 {
-        self as i64
+        self.0 as i64
     }
     fn from_raw(r: i64) -> Self {
-        r as i32
+        I32Arg(r as i32)
     }
 }
 
 test_settings! {
-    single_stream_expected_latency_ns: f64 => single_stream_expected_latency_ns,
-    single_stream_target_latency_percentile: f64 => single_stream_target_latency_percentile,
-    multi_stream_expected_latency_ns: f64 => multi_stream_expected_latency_ns,
-    multi_stream_target_latency_percentile: f64 => multi_stream_target_latency_percentile,
-    multi_stream_samples_per_query: u64 => multi_stream_samples_per_query,
-    server_target_qps: f64 => server_target_qps,
-    server_target_latency_ns: u64 => server_target_latency_ns,
-    server_target_latency_percentile: f64 => server_target_latency_percentile,
-    server_coalesce_queries: bool => server_coalesce_queries,
-    server_find_peak_qps_decimals_of_precision: i32 => server_find_peak_qps_decimals_of_precision,
-    server_find_peak_qps_boundary_step_size: f64 => server_find_peak_qps_boundary_step_size,
-    server_max_async_queries: u64 => server_max_async_queries,
-    server_num_issue_query_threads: u64 => server_num_issue_query_threads,
-    offline_expected_qps: f64 => offline_expected_qps,
-    sample_concatenate_permutation: bool => sample_concatenate_permutation,
-    min_duration_ms: u64 => min_duration_ms,
-    max_duration_ms: u64 => max_duration_ms,
-    min_query_count: u64 => min_query_count,
-    max_query_count: u64 => max_query_count,
-    qsl_rng_seed: u64 => qsl_rng_seed,
-    sample_index_rng_seed: u64 => sample_index_rng_seed,
-    schedule_rng_seed: u64 => schedule_rng_seed,
-    accuracy_log_rng_seed: u64 => accuracy_log_rng_seed,
-    accuracy_log_probability: f64 => accuracy_log_probability,
-    accuracy_log_sampling_target: u64 => accuracy_log_sampling_target,
-    test05: bool => test05,
-    test05_qsl_rng_seed: u64 => test05_qsl_rng_seed,
-    test05_sample_index_rng_seed: u64 => test05_sample_index_rng_seed,
-    test05_schedule_rng_seed: u64 => test05_schedule_rng_seed,
-    print_timestamps: bool => print_timestamps,
-    performance_issue_unique: bool => performance_issue_unique,
-    performance_issue_same: bool => performance_issue_same,
-    performance_issue_same_index: u64 => performance_issue_same_index,
-    performance_sample_count_override: u64 => performance_sample_count_override,
-    accuracy_sample_count_override: u64 => accuracy_sample_count_override,
-    use_token_latencies: bool => use_token_latencies,
-    ttft_latency: u64 => server_ttft_latency,
-    tpot_latency: u64 => server_tpot_latency,
-    infer_token_latencies: bool => infer_token_latencies,
-    token_latency_scaling_factor: u64 => token_latency_scaling_factor,
+    single_stream_expected_latency_ns: F64Arg => single_stream_expected_latency_ns,
+    single_stream_target_latency_percentile: F64Arg => single_stream_target_latency_percentile,
+    multi_stream_expected_latency_ns: F64Arg => multi_stream_expected_latency_ns,
+    multi_stream_target_latency_percentile: F64Arg => multi_stream_target_latency_percentile,
+    multi_stream_samples_per_query: U64Arg => multi_stream_samples_per_query,
+    server_target_qps: F64Arg => server_target_qps,
+    server_target_latency_ns: U64Arg => server_target_latency_ns,
+    server_target_latency_percentile: F64Arg => server_target_latency_percentile,
+    server_coalesce_queries: Boolish => server_coalesce_queries,
+    server_find_peak_qps_decimals_of_precision: I32Arg => server_find_peak_qps_decimals_of_precision,
+    server_find_peak_qps_boundary_step_size: F64Arg => server_find_peak_qps_boundary_step_size,
+    server_max_async_queries: U64Arg => server_max_async_queries,
+    server_num_issue_query_threads: U64Arg => server_num_issue_query_threads,
+    offline_expected_qps: F64Arg => offline_expected_qps,
+    sample_concatenate_permutation: Boolish => sample_concatenate_permutation,
+    min_duration_ms: U64Arg => min_duration_ms,
+    max_duration_ms: U64Arg => max_duration_ms,
+    min_query_count: U64Arg => min_query_count,
+    max_query_count: U64Arg => max_query_count,
+    qsl_rng_seed: U64Arg => qsl_rng_seed,
+    sample_index_rng_seed: U64Arg => sample_index_rng_seed,
+    schedule_rng_seed: U64Arg => schedule_rng_seed,
+    accuracy_log_rng_seed: U64Arg => accuracy_log_rng_seed,
+    accuracy_log_probability: F64Arg => accuracy_log_probability,
+    accuracy_log_sampling_target: U64Arg => accuracy_log_sampling_target,
+    test05: Boolish => test05,
+    test05_qsl_rng_seed: U64Arg => test05_qsl_rng_seed,
+    test05_sample_index_rng_seed: U64Arg => test05_sample_index_rng_seed,
+    test05_schedule_rng_seed: U64Arg => test05_schedule_rng_seed,
+    print_timestamps: Boolish => print_timestamps,
+    performance_issue_unique: Boolish => performance_issue_unique,
+    performance_issue_same: Boolish => performance_issue_same,
+    performance_issue_same_index: U64Arg => performance_issue_same_index,
+    performance_sample_count_override: U64Arg => performance_sample_count_override,
+    accuracy_sample_count_override: U64Arg => accuracy_sample_count_override,
+    use_token_latencies: Boolish => use_token_latencies,
+    ttft_latency: U64Arg => server_ttft_latency,
+    tpot_latency: U64Arg => server_tpot_latency,
+    infer_token_latencies: Boolish => infer_token_latencies,
+    token_latency_scaling_factor: U64Arg => token_latency_scaling_factor,
 }
 
 fn warn(py: Python<'_>, msg: &str) -> PyResult<()> {
@@ -304,11 +510,11 @@ pub struct LogOutputSettings {
     #[pyo3(get, set)]
     suffix: String,
     #[pyo3(get, set)]
-    prefix_with_datetime: bool,
+    prefix_with_datetime: Boolish,
     #[pyo3(get, set)]
-    copy_detail_to_stdout: bool,
+    copy_detail_to_stdout: Boolish,
     #[pyo3(get, set)]
-    copy_summary_to_stdout: bool,
+    copy_summary_to_stdout: Boolish,
 }
 
 #[pymethods]
@@ -320,9 +526,9 @@ impl LogOutputSettings {
             outdir: d.outdir,
             prefix: d.prefix,
             suffix: d.suffix,
-            prefix_with_datetime: d.prefix_with_datetime,
-            copy_detail_to_stdout: d.copy_detail_to_stdout,
-            copy_summary_to_stdout: d.copy_summary_to_stdout,
+            prefix_with_datetime: Boolish(d.prefix_with_datetime),
+            copy_detail_to_stdout: Boolish(d.copy_detail_to_stdout),
+            copy_summary_to_stdout: Boolish(d.copy_summary_to_stdout),
         }
     }
 }
@@ -333,9 +539,9 @@ pub struct LogSettings {
     #[pyo3(get, set)]
     log_mode: LoggingMode,
     #[pyo3(get, set)]
-    log_mode_async_poll_interval_ms: u64,
+    log_mode_async_poll_interval_ms: U64Arg,
     #[pyo3(get, set)]
-    enable_trace: bool,
+    enable_trace: Boolish,
 }
 
 #[pymethods]
@@ -346,8 +552,8 @@ impl LogSettings {
         Ok(LogSettings {
             log_output: Py::new(py, LogOutputSettings::new())?,
             log_mode: LoggingMode::from_i64(d.log_mode),
-            log_mode_async_poll_interval_ms: d.log_mode_async_poll_interval_ms,
-            enable_trace: d.enable_trace,
+            log_mode_async_poll_interval_ms: U64Arg(d.log_mode_async_poll_interval_ms),
+            enable_trace: Boolish(d.enable_trace),
         })
     }
     /// Returns the live sub-object (so `ls.log_output.outdir = ...` works);
@@ -370,12 +576,12 @@ impl LogSettings {
             outdir: o.outdir.clone(),
             prefix: o.prefix.clone(),
             suffix: o.suffix.clone(),
-            prefix_with_datetime: o.prefix_with_datetime,
-            copy_detail_to_stdout: o.copy_detail_to_stdout,
-            copy_summary_to_stdout: o.copy_summary_to_stdout,
+            prefix_with_datetime: o.prefix_with_datetime.0,
+            copy_detail_to_stdout: o.copy_detail_to_stdout.0,
+            copy_summary_to_stdout: o.copy_summary_to_stdout.0,
             log_mode: self.log_mode as i64,
-            log_mode_async_poll_interval_ms: self.log_mode_async_poll_interval_ms,
-            enable_trace: self.enable_trace,
+            log_mode_async_poll_interval_ms: self.log_mode_async_poll_interval_ms.0,
+            enable_trace: self.enable_trace.0,
         }
     }
 }
@@ -387,24 +593,24 @@ impl LogSettings {
 #[derive(Clone)]
 pub struct QuerySample {
     #[pyo3(get, set)]
-    id: u64,
+    id: U64Arg,
     #[pyo3(get, set)]
-    index: u64,
+    index: U64Arg,
 }
 
 #[pymethods]
 impl QuerySample {
     #[new]
-    #[pyo3(signature = (id = 0, index = 0))]
-    fn new(id: u64, index: u64) -> Self {
+    #[pyo3(signature = (id = U64Arg(0), index = U64Arg(0)))]
+    fn new(id: U64Arg, index: U64Arg) -> Self {
         QuerySample { id, index }
     }
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(PyObject, (u64, u64))> {
         let b = slf.borrow();
-        Ok((slf.get_type().into_any().unbind(), (b.id, b.index)))
+        Ok((slf.get_type().into_any().unbind(), (b.id.0, b.index.0)))
     }
     fn __repr__(&self) -> String {
-        format!("QuerySample(id={}, index={})", self.id, self.index)
+        format!("QuerySample(id={}, index={})", self.id.0, self.index.0)
     }
 }
 
@@ -412,30 +618,30 @@ impl QuerySample {
 #[derive(Clone)]
 pub struct QuerySampleResponse {
     #[pyo3(get, set)]
-    id: u64,
+    id: U64Arg,
     #[pyo3(get, set)]
-    data: u64,
+    data: U64Arg,
     #[pyo3(get, set)]
-    size: u64,
+    size: U64Arg,
     #[pyo3(get, set)]
-    n_tokens: i64,
+    n_tokens: I64Arg,
 }
 
 #[pymethods]
 impl QuerySampleResponse {
     #[new]
-    #[pyo3(signature = (id = 0, data = 0, size = 0, n_tokens = 0))]
-    fn new(id: u64, data: u64, size: u64, n_tokens: i64) -> Self {
+    #[pyo3(signature = (id = U64Arg(0), data = U64Arg(0), size = U64Arg(0), n_tokens = I64Arg(0)))]
+    fn new(id: U64Arg, data: U64Arg, size: U64Arg, n_tokens: I64Arg) -> Self {
         QuerySampleResponse { id, data, size, n_tokens }
     }
     fn __reduce__(slf: &Bound<'_, Self>) -> PyResult<(PyObject, (u64, u64, u64, i64))> {
         let b = slf.borrow();
-        Ok((slf.get_type().into_any().unbind(), (b.id, b.data, b.size, b.n_tokens)))
+        Ok((slf.get_type().into_any().unbind(), (b.id.0, b.data.0, b.size.0, b.n_tokens.0)))
     }
     fn __repr__(&self) -> String {
         format!(
             "QuerySampleResponse(id={}, data={}, size={}, n_tokens={})",
-            self.id, self.data, self.size, self.n_tokens
+            self.id.0, self.data.0, self.size.0, self.n_tokens.0
         )
     }
 }
@@ -647,7 +853,7 @@ impl runtime::SutHandler for PySut {
             IssueKind::List => call(&self.issue, |py| {
                 let mut v = Vec::with_capacity(samples.len());
                 for s in samples {
-                    v.push(Py::new(py, QuerySample { id: s.id, index: s.index })?);
+                    v.push(Py::new(py, QuerySample { id: U64Arg(s.id), index: U64Arg(s.index) })?);
                 }
                 PyTuple::new(py, [PyList::new(py, v)?])
             }),
@@ -714,16 +920,41 @@ impl runtime::QslHandler for PyQsl {
 struct SutEntry {
     sut: Arc<runtime::Sut>,
     queue: Option<Arc<QueueState>>,
+    /// ConstructQDL's name callback, asked at StartTest like the official binding.
+    name_cb: Option<PyObject>,
 }
 
 static SUTS: LazyLock<Mutex<HashMap<usize, SutEntry>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 static QSLS: LazyLock<Mutex<HashMap<usize, Arc<runtime::Qsl>>>> = LazyLock::new(|| Mutex::new(HashMap::new()));
 
 fn add_sut(sut: runtime::Sut, queue: Option<Arc<QueueState>>) -> usize {
+    add_sut_named(sut, queue, None)
+}
+
+fn add_sut_named(sut: runtime::Sut, queue: Option<Arc<QueueState>>, name_cb: Option<PyObject>) -> usize {
     let sut = Arc::new(sut);
     let h = Arc::as_ptr(&sut) as usize;
-    SUTS.lock().unwrap().insert(h, SutEntry { sut, queue });
+    SUTS.lock().unwrap().insert(h, SutEntry { sut, queue, name_cb });
     h
+}
+
+/// The name a QDL's name_cb gives now (None for other SUTs). Its exceptions
+/// propagate from StartTest before the core starts.
+fn qdl_name(py: Python<'_>, h: usize) -> PyResult<Option<String>> {
+    let cb = SUTS.lock().unwrap().get(&h).and_then(|e| e.name_cb.as_ref().map(|c| c.clone_ref(py)));
+    match cb {
+        None => Ok(None),
+        Some(cb) => {
+            let v = cb.call0(py)?;
+            let name: String = v.extract(py).map_err(|_| {
+                PyTypeError::new_err(format!(
+                    "ConstructQDL name_cb must return a str, got {}",
+                    type_name(v.bind(py))
+                ))
+            })?;
+            Ok(Some(name))
+        }
+    }
 }
 
 fn get_sut(h: usize) -> PyResult<Arc<runtime::Sut>> {
@@ -807,7 +1038,8 @@ fn construct_queue_sut(flush_queries_cb: Option<&Bound<'_, PyAny>>, name: &str) 
 /// both empty on timeout.
 #[pyfunction]
 #[pyo3(name = "PollQueries", signature = (sut, max_samples = 0, timeout_s = 0.01))]
-fn poll_queries(py: Python<'_>, sut: usize, max_samples: usize, timeout_s: f64) -> PyResult<(U64Array, U64Array)> {
+fn poll_queries(py: Python<'_>, sut: Handle, max_samples: usize, timeout_s: f64) -> PyResult<(U64Array, U64Array)> {
+    let sut = sut.0;
     let state = SUTS
         .lock()
         .unwrap()
@@ -840,8 +1072,8 @@ fn poll_queries(py: Python<'_>, sut: usize, max_samples: usize, timeout_s: f64) 
 }
 
 /// Construct a query dispatch library (the official network SUT variant).
-/// The name is taken from name_cb() once, at construction (the official
-/// binding asks at StartTest).
+/// name_cb() is asked at StartTest (not here), like the official binding: a
+/// client may set the name's backing attribute after constructing the QDL.
 #[pyfunction]
 #[pyo3(name = "ConstructQDL")]
 fn construct_qdl(
@@ -852,16 +1084,15 @@ fn construct_qdl(
     check_callable("issue_cb", issue_cb)?;
     check_callable("flush_queries_cb", flush_queries_cb)?;
     check_callable("name_cb", name_cb)?;
-    let name: String = name_cb.call0()?.extract()?;
     let h = PySut { kind: IssueKind::List, issue: issue_cb.clone().unbind(), flush: Some(flush_queries_cb.clone().unbind()) };
-    Ok(add_sut(runtime::Sut::new(&name, Box::new(h)), None))
+    Ok(add_sut_named(runtime::Sut::new("PyQDL", Box::new(h)), None, Some(name_cb.clone().unbind())))
 }
 
 /// Destroy the object created by ConstructQDL.
 #[pyfunction]
 #[pyo3(name = "DestroyQDL")]
-fn destroy_qdl(qdl: usize) -> PyResult<()> {
-    destroy_sut_impl(qdl)
+fn destroy_qdl(qdl: Handle) -> PyResult<()> {
+    destroy_sut_impl(qdl.0)
 }
 
 fn destroy_sut_impl(sut: usize) -> PyResult<()> {
@@ -875,23 +1106,23 @@ fn destroy_sut_impl(sut: usize) -> PyResult<()> {
 /// Destroy the object created by ConstructSUT (or any of our SUT constructors).
 #[pyfunction]
 #[pyo3(name = "DestroySUT")]
-fn destroy_sut(sut: usize) -> PyResult<()> {
-    destroy_sut_impl(sut)
+fn destroy_sut(sut: Handle) -> PyResult<()> {
+    destroy_sut_impl(sut.0)
 }
 
 /// Destroy the object created by ConstructFastSUT.
 #[pyfunction]
 #[pyo3(name = "DestroyFastSUT")]
-fn destroy_fast_sut(sut: usize) -> PyResult<()> {
-    destroy_sut_impl(sut)
+fn destroy_fast_sut(sut: Handle) -> PyResult<()> {
+    destroy_sut_impl(sut.0)
 }
 
 /// Construct the query sample library.
 #[pyfunction]
 #[pyo3(name = "ConstructQSL", signature = (total_sample_count, performance_sample_count, load_samples_to_ram_cb, unload_samples_from_ram_cb, *, name = "PyQSL"))]
 fn construct_qsl(
-    total_sample_count: u64,
-    performance_sample_count: u64,
+    total_sample_count: U64Arg,
+    performance_sample_count: U64Arg,
     load_samples_to_ram_cb: &Bound<'_, PyAny>,
     unload_samples_from_ram_cb: &Bound<'_, PyAny>,
     name: &str,
@@ -899,7 +1130,7 @@ fn construct_qsl(
     check_callable("load_samples_to_ram_cb", load_samples_to_ram_cb)?;
     check_callable("unload_samples_from_ram_cb", unload_samples_from_ram_cb)?;
     let h = PyQsl { load: load_samples_to_ram_cb.clone().unbind(), unload: unload_samples_from_ram_cb.clone().unbind() };
-    let qsl = runtime::Qsl::new(name, total_sample_count, performance_sample_count, Box::new(h)).map_err(PyValueError::new_err)?;
+    let qsl = runtime::Qsl::new(name, total_sample_count.0, performance_sample_count.0, Box::new(h)).map_err(PyValueError::new_err)?;
     let qsl = Arc::new(qsl);
     let handle = Arc::as_ptr(&qsl) as usize;
     QSLS.lock().unwrap().insert(handle, qsl);
@@ -909,7 +1140,8 @@ fn construct_qsl(
 /// Destroy the object created by ConstructQSL.
 #[pyfunction]
 #[pyo3(name = "DestroyQSL")]
-fn destroy_qsl(qsl: usize) -> PyResult<()> {
+fn destroy_qsl(qsl: Handle) -> PyResult<()> {
+    let qsl = qsl.0;
     QSLS.lock()
         .unwrap()
         .remove(&qsl)
@@ -947,11 +1179,12 @@ fn run_test(
     audit: &str,
     stall_timeout_s: Option<f64>,
 ) -> PyResult<()> {
+    let sut_name = qdl_name(py, sut)?;
     let sut = get_sut(sut)?;
     let qsl = get_qsl(qsl)?;
     let raw = settings.to_raw();
     let stall = stall_timeout_s.or_else(default_stall_timeout).filter(|s| *s > 0.0);
-    let opts = runtime::RunOptions { stall_timeout: stall.map(Duration::from_secs_f64) };
+    let opts = runtime::RunOptions { stall_timeout: stall.map(Duration::from_secs_f64), sut_name };
     let audit = audit.to_string();
     let r = py.allow_threads(move || runtime::start_test(&sut, &qsl, &raw, &log, &audit, &opts));
     match r {
@@ -979,15 +1212,15 @@ fn run_test(
 #[pyo3(name = "StartTest", signature = (sut, qsl, test_settings, audit_config_filename = "audit.config", *, stall_timeout_s = None))]
 fn start_test(
     py: Python<'_>,
-    sut: usize,
-    qsl: usize,
+    sut: Handle,
+    qsl: Handle,
     test_settings: PyRef<'_, TestSettings>,
     audit_config_filename: &str,
     stall_timeout_s: Option<f64>,
 ) -> PyResult<()> {
     let s = (*test_settings).clone();
     drop(test_settings);
-    run_test(py, sut, qsl, &s, runtime::LogSettings::default(), audit_config_filename, stall_timeout_s)
+    run_test(py, sut.0, qsl.0, &s, runtime::LogSettings::default(), audit_config_filename, stall_timeout_s)
 }
 
 /// Run tests on a SUT created by ConstructSUT() with the provided QSL. Accepts custom log settings.
@@ -995,8 +1228,8 @@ fn start_test(
 #[pyo3(name = "StartTestWithLogSettings", signature = (sut, qsl, test_settings, log_settings, audit_config_filename = "audit.config", *, stall_timeout_s = None))]
 fn start_test_with_log_settings(
     py: Python<'_>,
-    sut: usize,
-    qsl: usize,
+    sut: Handle,
+    qsl: Handle,
     test_settings: PyRef<'_, TestSettings>,
     log_settings: PyRef<'_, LogSettings>,
     audit_config_filename: &str,
@@ -1006,7 +1239,7 @@ fn start_test_with_log_settings(
     let l = log_settings.to_runtime(py);
     drop(test_settings);
     drop(log_settings);
-    run_test(py, sut, qsl, &s, l, audit_config_filename, stall_timeout_s)
+    run_test(py, sut.0, qsl.0, &s, l, audit_config_filename, stall_timeout_s)
 }
 
 /// Registers the calling thread as an issue thread (Server with
@@ -1047,12 +1280,12 @@ fn with_response_cb(
                 let mut call = |r: &mut Response| {
                     Python::with_gil(|py| {
                         let res = (|| -> PyResult<()> {
-                            let obj = Py::new(py, QuerySampleResponse { id: r.id, data: r.data, size: r.size, n_tokens: r.n_tokens })?;
+                            let obj = Py::new(py, QuerySampleResponse { id: U64Arg(r.id), data: U64Arg(r.data), size: U64Arg(r.size), n_tokens: I64Arg(r.n_tokens) })?;
                             cb.call1(py, (obj.clone_ref(py),))?;
                             let b = obj.borrow(py);
-                            r.data = b.data;
-                            r.size = b.size;
-                            r.n_tokens = b.n_tokens;
+                            r.data = b.data.0;
+                            r.size = b.size.0;
+                            r.n_tokens = b.n_tokens.0;
                             Ok(())
                         })();
                         if let Err(e) = res {
@@ -1084,7 +1317,7 @@ fn responses_from_objects(responses: &Bound<'_, PyAny>) -> PyResult<Vec<Response
             ))
         })?;
         let r = r.borrow();
-        out.push(Response { id: r.id, data: r.data, size: r.size, n_tokens: r.n_tokens });
+        out.push(Response { id: r.id.0, data: r.data.0, size: r.size.0, n_tokens: r.n_tokens.0 });
     }
     Ok(out)
 }
@@ -1207,6 +1440,16 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
+/// Counters of the completion routing (for tests): completions handed to the
+/// completion thread, and threads held at exit until a test ended.
+#[pyfunction]
+fn _completion_stats() -> (u64, u64) {
+    (
+        runtime::handoff::HANDOFFS.load(Ordering::Relaxed),
+        runtime::handoff::HELD_AT_EXIT.load(Ordering::Relaxed),
+    )
+}
+
 /// The mlperf.conf embedded in the core (the sdist's, byte for byte).
 #[pyfunction]
 fn embedded_mlperf_conf() -> String {
@@ -1258,6 +1501,7 @@ fn _lg(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     m.add_function(wrap_pyfunction!(embedded_mlperf_conf, m)?)?;
     m.add_function(wrap_pyfunction!(check_config, m)?)?;
+    m.add_function(wrap_pyfunction!(_completion_stats, m)?)?;
     m.add("LoadgenError", py.get_type::<LoadgenError>())?;
     m.add("SutCallbackError", py.get_type::<SutCallbackError>())?;
     m.add("StallError", py.get_type::<StallError>())?;

@@ -181,7 +181,42 @@ type CoreCompleteFn =
 
 /// Hands `resps` to one of the core's completion entry points, with the optional
 /// per-response callback, and turns a C++ exception into its message.
+///
+/// The core logs every completion through a logger owned by the calling thread
+/// (`TlsLogger`); when that thread exits during a test, the core's IO thread may
+/// swap the buffers of the freed logger (`TlsLogger::SwapBuffers`, an open
+/// upstream race) and the process crashes. So only threads that cannot exit
+/// while a test runs call the core directly:
+/// * the LoadGen's own threads inside its callbacks (issue, flush, load/unload),
+///   threads blocked in StartTest/RegisterIssueQueryThread, the main thread, and
+///   the binding's completion thread;
+/// * threads that have completed `handoff::PROMOTE_AFTER` times already (long-lived
+///   workers): right after their first direct call, a thread-exit hook is
+///   registered that runs before the core's own one and, if a test is running,
+///   holds the exiting thread until the test has ended.
+/// Completions from any other thread (short-lived ones) are run by the binding's
+/// completion thread while the caller waits, so the caller's buffers stay valid and
+/// its errors and response callbacks behave exactly as on a direct call.
 fn call_core(f: CoreCompleteFn, resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
+    match handoff::route() {
+        handoff::Route::Direct => return call_core_here(f, resps, cb),
+        handoff::Route::DirectFirst => {
+            let r = call_core_here(f, resps, cb);
+            // The core registered its logger's thread-exit destructor in that call
+            // (every non-empty completion logs); ours, registered now, runs first.
+            handoff::hold_exit_while_testing();
+            return r;
+        }
+        handoff::Route::Handoff => {}
+    }
+    let mut out: Result<(), String> = Ok(());
+    let mut cb = cb;
+    let mut work = || out = call_core_here(f, &mut *resps, cb.take());
+    handoff::run_on_completer(&mut work);
+    out
+}
+
+fn call_core_here(f: CoreCompleteFn, resps: &mut [Response], cb: Option<&mut dyn FnMut(&mut Response)>) -> Result<(), String> {
     let mut err = [0 as c_char; ERRLEN];
     let rc = unsafe {
         match cb {
@@ -273,13 +308,14 @@ struct SutCtx {
 pub struct Sut {
     raw: *mut c_void,
     ctx: *mut SutCtx,
-    name: String,
+    name: Mutex<String>,
 }
 
 unsafe impl Send for Sut {}
 unsafe impl Sync for Sut {}
 
 unsafe extern "C" fn sut_issue(ctx: *mut c_void, samples: *const Sample, n: usize) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const SutCtx);
     let samples = if n == 0 { &[][..] } else { std::slice::from_raw_parts(samples, n) };
     lock(&STATE.registry).register(samples.iter().map(|s| s.id));
@@ -291,6 +327,7 @@ unsafe extern "C" fn sut_issue(ctx: *mut c_void, samples: *const Sample, n: usiz
 }
 
 unsafe extern "C" fn sut_flush(ctx: *mut c_void) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const SutCtx);
     if STATE.failed.load(Ordering::Acquire) {
         return;
@@ -304,10 +341,18 @@ impl Sut {
         let cname = CString::new(name.replace('\0', "")).unwrap();
         let raw = unsafe { ffi::lg_sut_new(cname.as_ptr(), ctx as *mut c_void, sut_issue, sut_flush) };
         assert!(!raw.is_null(), "lg_sut_new failed");
-        Sut { raw, ctx, name: name.to_string() }
+        Sut { raw, ctx, name: Mutex::new(name.to_string()) }
     }
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> String {
+        lock(&self.name).clone()
+    }
+    /// Replaces the name the core reads (`SystemUnderTest::Name`). `start_test`
+    /// calls it (RunOptions::sut_name) once no other test can be running.
+    fn set_name(&self, name: &str) {
+        let cname = CString::new(name.replace('\0', "")).unwrap();
+        let mut g = lock(&self.name);
+        unsafe { ffi::lg_sut_set_name(self.raw, cname.as_ptr()) };
+        *g = name.to_string();
     }
     pub fn handler(&self) -> &dyn SutHandler {
         unsafe { &*(*self.ctx).handler }
@@ -338,6 +383,7 @@ unsafe impl Send for Qsl {}
 unsafe impl Sync for Qsl {}
 
 unsafe extern "C" fn qsl_load(ctx: *mut c_void, idx: *const u64, n: usize) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const QslCtx);
     if STATE.failed.load(Ordering::Acquire) {
         return;
@@ -347,6 +393,7 @@ unsafe extern "C" fn qsl_load(ctx: *mut c_void, idx: *const u64, n: usize) {
 }
 
 unsafe extern "C" fn qsl_unload(ctx: *mut c_void, idx: *const u64, n: usize) {
+    let _direct = handoff::DirectScope::enter();
     let ctx = &*(ctx as *const QslCtx);
     if STATE.failed.load(Ordering::Acquire) {
         return;
@@ -543,6 +590,9 @@ pub struct RunOptions {
     /// Fail the test when samples are outstanding and none completes for
     /// this long. None: wait forever, like the official bindings.
     pub stall_timeout: Option<Duration>,
+    /// A name for the SUT, set before the core starts (the official QDL asks
+    /// its name callback at StartTest).
+    pub sut_name: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -609,6 +659,9 @@ pub fn start_test(
         Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
         Err(std::sync::TryLockError::WouldBlock) => return Err(TestError::Busy),
     };
+    if let Some(name) = &opts.sut_name {
+        sut.set_name(name);
+    }
     let cstr = |s: &str| CString::new(s.replace('\0', "")).unwrap();
     let (outdir, prefix, suffix, audit) = (cstr(&log.outdir), cstr(&log.prefix), cstr(&log.suffix), cstr(audit_config));
     let raw_log = ffi::LgLogSettings {
@@ -628,9 +681,13 @@ pub fn start_test(
     *lock(&STATE.stalled) = None;
     STATE.failed.store(false, Ordering::Release);
     STATE.active.store(true, Ordering::Release);
+    handoff::set_testing(true);
     let wd = opts.stall_timeout.map(start_watchdog);
 
     let mut err = [0 as c_char; ERRLEN];
+    // The calling thread blocks in the core until the test ends: it is as safe
+    // for direct completions as the LoadGen's own threads.
+    let _direct = handoff::DirectScope::enter();
     let rc = unsafe { ffi::lg_start_test(sut.raw, qsl.raw, settings, &raw_log, audit.as_ptr(), err.as_mut_ptr(), ERRLEN) };
 
     if let Some(wd) = wd {
@@ -639,6 +696,8 @@ pub fn start_test(
         let _ = wd.handle.join();
     }
     STATE.active.store(false, Ordering::Release);
+    // The core's IO thread has stopped: threads held at exit may go.
+    handoff::set_testing(false);
     lock(&STATE.registry).clear();
     let mut failures = std::mem::take(&mut *lock(&STATE.failures));
     let stalled = lock(&STATE.stalled).take();
@@ -713,6 +772,7 @@ pub fn first_token_complete(resps: &mut Vec<Response>, cb: Option<&mut dyn FnMut
 /// `mlperf::RegisterIssueQueryThread` (blocks: the calling thread becomes an
 /// issue thread until the test ends).
 pub fn register_issue_query_thread() {
+    let _direct = handoff::DirectScope::enter();
     unsafe { ffi::lg_register_issue_query_thread() }
 }
 
@@ -754,5 +814,230 @@ pub fn abi_ok() -> bool {
             && ffi::lg_abi_sizeof(1) == std::mem::size_of::<Response>()
             && ffi::lg_abi_sizeof(2) == std::mem::size_of::<TestSettings>()
             && ffi::lg_abi_sizeof(3) == std::mem::size_of::<ffi::LgLogSettings>()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The completion thread (see `call_core`).
+
+pub mod handoff {
+    use std::cell::Cell;
+    use std::collections::VecDeque;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Condvar, Mutex};
+    use std::thread::{self, Thread};
+
+    thread_local! {
+        static DIRECT_DEPTH: Cell<u32> = const { Cell::new(0) };
+        static IS_MAIN: Cell<Option<bool>> = const { Cell::new(None) };
+    }
+
+    /// Marks the current thread as one that may call the core directly while
+    /// the scope lives (nesting allowed).
+    pub struct DirectScope(());
+
+    impl DirectScope {
+        pub fn enter() -> DirectScope {
+            DIRECT_DEPTH.with(|d| d.set(d.get() + 1));
+            DirectScope(())
+        }
+    }
+
+    impl Drop for DirectScope {
+        fn drop(&mut self) {
+            DIRECT_DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+
+    fn is_main_thread() -> bool {
+        // The main thread's id is the process id; it exits only with the process.
+        IS_MAIN.with(|m| match m.get() {
+            Some(v) => v,
+            None => {
+                let v = unsafe { libc_gettid() == libc_getpid() };
+                m.set(Some(v));
+                v
+            }
+        })
+    }
+
+    extern "C" {
+        #[link_name = "getpid"]
+        fn libc_getpid() -> i32;
+        #[link_name = "gettid"]
+        fn libc_gettid() -> i32;
+    }
+
+    /// May the current thread call the core's completion functions directly?
+    pub fn direct() -> bool {
+        DIRECT_DEPTH.with(|d| d.get() > 0) || is_main_thread()
+    }
+
+    /// Completions a thread hands off before it counts as long-lived and calls the
+    /// core itself (a thread per sample or per query never gets there).
+    pub const PROMOTE_AFTER: u32 = 8;
+
+    thread_local! {
+        /// Hand-offs so far; PROMOTE_AFTER + 1: promoted (exit hook registered).
+        static HANDED: Cell<u32> = const { Cell::new(0) };
+    }
+
+    pub enum Route {
+        Direct,
+        /// The thread's first direct call: register the exit hook after it.
+        DirectFirst,
+        Handoff,
+    }
+
+    pub fn route() -> Route {
+        if direct() {
+            return Route::Direct;
+        }
+        HANDED.with(|h| {
+            let n = h.get();
+            if n > PROMOTE_AFTER {
+                Route::Direct
+            } else if n == PROMOTE_AFTER {
+                Route::DirectFirst
+            } else {
+                h.set(n + 1);
+                Route::Handoff
+            }
+        })
+    }
+
+    /// Test start/end, for the exit hook (set by start_test).
+    pub static TESTING: Mutex<bool> = Mutex::new(false);
+    pub static TEST_ENDED: Condvar = Condvar::new();
+    /// Threads held at exit so far (tests).
+    pub static HELD_AT_EXIT: AtomicU64 = AtomicU64::new(0);
+
+    pub fn set_testing(on: bool) {
+        *TESTING.lock().unwrap_or_else(|e| e.into_inner()) = on;
+        if !on {
+            TEST_ENDED.notify_all();
+        }
+    }
+
+    extern "C" {
+        fn __cxa_thread_atexit_impl(
+            dtor: unsafe extern "C" fn(*mut std::ffi::c_void),
+            obj: *mut std::ffi::c_void,
+            dso_symbol: *mut std::ffi::c_void,
+        ) -> i32;
+    }
+
+    static DSO_ANCHOR: u8 = 0;
+
+    unsafe extern "C" fn exit_hook(_obj: *mut std::ffi::c_void) {
+        let mut g = TESTING.lock().unwrap_or_else(|e| e.into_inner());
+        if *g {
+            HELD_AT_EXIT.fetch_add(1, Ordering::Relaxed);
+        }
+        while *g {
+            g = TEST_ENDED.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Registers the exit hook of the current thread (once) and marks it promoted.
+    /// Thread-exit destructors run in reverse order of registration, so this one,
+    /// registered after the core's, runs before the core hands its logger over.
+    pub fn hold_exit_while_testing() {
+        HANDED.with(|h| {
+            if h.get() <= PROMOTE_AFTER {
+                h.set(PROMOTE_AFTER + 1);
+                unsafe {
+                    __cxa_thread_atexit_impl(
+                        exit_hook,
+                        std::ptr::null_mut(),
+                        &DSO_ANCHOR as *const u8 as *mut std::ffi::c_void,
+                    );
+                }
+            }
+        });
+    }
+
+    struct Slot {
+        work: *mut (dyn FnMut() + 'static),
+        done: AtomicBool,
+        waiter: Thread,
+    }
+
+    struct SlotPtr(*const Slot);
+    unsafe impl Send for SlotPtr {}
+
+    struct Completer {
+        pid: i32,
+        queue: Mutex<VecDeque<SlotPtr>>,
+        thread: Thread,
+    }
+
+    static COMPLETER: Mutex<Option<&'static Completer>> = Mutex::new(None);
+    /// Number of completions run on the completion thread (tests, benchmarks).
+    pub static HANDOFFS: AtomicU64 = AtomicU64::new(0);
+
+    fn completer() -> &'static Completer {
+        let mut g = COMPLETER.lock().unwrap_or_else(|e| e.into_inner());
+        let pid = unsafe { libc_getpid() };
+        if let Some(c) = *g {
+            if c.pid == pid {
+                return c;
+            }
+            // A forked child: the parent's thread does not exist here.
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<&'static Completer>();
+        let t = thread::Builder::new()
+            .name("mlbuild-lg-complete".into())
+            .spawn(move || {
+                let _d = DirectScope::enter();
+                let me: &'static Completer = rx.recv().expect("completer handle");
+                loop {
+                    let batch: Vec<SlotPtr> = {
+                        let mut q = me.queue.lock().unwrap_or_else(|e| e.into_inner());
+                        q.drain(..).collect()
+                    };
+                    if batch.is_empty() {
+                        thread::park();
+                        continue;
+                    }
+                    for SlotPtr(p) in batch {
+                        // SAFETY: the caller waits (run_on_completer) until `done`
+                        // is set, so the slot and the closure outlive this use.
+                        let slot = unsafe { &*p };
+                        let waiter = slot.waiter.clone();
+                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { (*slot.work)() }));
+                        slot.done.store(true, Ordering::Release);
+                        waiter.unpark();
+                    }
+                }
+            })
+            .expect("spawn the completion thread");
+        let c: &'static Completer =
+            Box::leak(Box::new(Completer { pid, queue: Mutex::new(VecDeque::new()), thread: t.thread().clone() }));
+        tx.send(c).expect("completer start");
+        *g = Some(c);
+        c
+    }
+
+    /// Runs `work` on the completion thread and waits for it.
+    pub fn run_on_completer(work: &mut dyn FnMut()) {
+        let c = completer();
+        // SAFETY: lifetime erased; this function does not return before the
+        // completion thread has finished with `work` (it waits for `done`).
+        let work: *mut (dyn FnMut() + '_) = work;
+        let work: *mut (dyn FnMut() + 'static) = unsafe { std::mem::transmute(work) };
+        let slot = Slot { work, done: AtomicBool::new(false), waiter: thread::current() };
+        c.queue.lock().unwrap_or_else(|e| e.into_inner()).push_back(SlotPtr(&slot));
+        c.thread.unpark();
+        HANDOFFS.fetch_add(1, Ordering::Relaxed);
+        let mut spins = 0u32;
+        while !slot.done.load(Ordering::Acquire) {
+            if spins < 200 {
+                spins += 1;
+                std::hint::spin_loop();
+            } else {
+                thread::park();
+            }
+        }
     }
 }

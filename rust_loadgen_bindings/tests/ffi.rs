@@ -173,7 +173,7 @@ fn stall_watchdog_bounds_a_silent_sut() {
     let sut = Sut::new("BlackHole", Box::new(BlackHole));
     let qsl = Qsl::new("Q", 256, 64, Box::new(NullQsl)).unwrap();
     let t = Instant::now();
-    let opts = RunOptions { stall_timeout: Some(Duration::from_millis(300)) };
+    let opts = RunOptions { stall_timeout: Some(Duration::from_millis(300)), ..RunOptions::default() };
     let err = runtime::start_test(&sut, &qsl, &offline(100, 0), &log_settings(&dir), &audit(&dir), &opts).unwrap_err();
     assert!(matches!(err, TestError::Stalled { outstanding: 100, .. }), "{err:?}");
     assert!(t.elapsed() < Duration::from_secs(10));

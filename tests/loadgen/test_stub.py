@@ -21,7 +21,12 @@ def stubtest(lg_path: Path, stub: Path, tmp_path: Path) -> subprocess.CompletedP
     shutil.copytree(lg_path, tree)
     shutil.copy(stub, tree / "mlbuild_loadgen" / "__init__.pyi")
     env = {**os.environ, "PYTHONPATH": str(tree), "MYPYPATH": str(tree)}
-    return subprocess.run([sys.executable, "-m", "mypy.stubtest", "mlbuild_loadgen", "--mypy-config-file", os.devnull],
+    # alias-dir/mlperf_loadgen.py (python -m mlbuild_loadgen.run) replaces itself with mlbuild_loadgen
+    # at import; it is no module of the package, and the package itself is checked in full.
+    allow = tmp_path / "allowlist.txt"
+    allow.write_text(r"mlbuild_loadgen\.alias-dir\..*" + "\n")
+    return subprocess.run([sys.executable, "-m", "mypy.stubtest", "mlbuild_loadgen", "--mypy-config-file", os.devnull,
+                           "--allowlist", str(allow)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
 

@@ -20,11 +20,10 @@ A drop-in for the official module: ``import mlbuild_loadgen as lg`` instead of
   ``ROUND_SEEDS`` / ``apply_round_seeds()``.
 """
 
-from __future__ import annotations
-
 from . import _lg
 from ._lg import *  # noqa: F401,F403
 from ._lg import (  # noqa: F401
+    _completion_stats,
     ConfigError,
     LoadgenConfigWarning,
     LoadgenError,
