@@ -39,21 +39,44 @@ def _source_digest(files: Mapping[str, str]) -> str:
     return hashlib.sha256(canon).hexdigest()[:32]
 
 
-def write_sources(src: Path, results: Sequence[layout.Result], notes: list[str]) -> None:
-    """``src/``: the run builder's code (its import closure, as its code identity lists it) and
-    ``SOURCES.json`` (each file's sha256 and the digest results record as ``builder_source``)."""
+def run_code_files(own_code: Mapping[str, Any]) -> dict[str, str]:
+    """The run builder's code identity (relative path -> sha256), as results record its digest.
+
+    Its module closure is computed here; the files and digests come from this builder's own code
+    identity (``own_code``, computed by the graph outside the sandbox, where ``native/`` is visible),
+    which covers it: this builder imports the run builder."""
     from mlbuild import builders, codeid
 
     registry = [f"{builders.__name__}.{m}" for m in builders.REGISTRY.values()]
     ident = codeid.identity(codeid.PACKAGE_DIR, RUN_BUILDER_MODULE, registry)
+    own = {str(k): str(v) for k, v in (own_code.get("files") or {}).items()}
+    if not own:  # no identity given (a direct call): this checkout's view
+        return dict(ident.files)
+    native = codeid.NATIVE in ident.modules
+    return {k: v for k, v in own.items() if k in ident.files or (native and (
+        k.startswith("native/") or k in codeid.RUST_ROOT_FILES or k.startswith("mlbuild/_native")))}
+
+
+def write_sources(src: Path, results: Sequence[layout.Result], own_code: Mapping[str, Any], notes: list[str]) -> None:
+    """``src/``: the run builder's code (its import closure, as its code identity lists it) and
+    ``SOURCES.json`` (each file's sha256 and the digest results record as ``builder_source``)."""
+    from mlbuild import codeid
+
+    files = run_code_files(own_code)
     root = codeid.PACKAGE_DIR.parent
-    for rel in sorted(ident.files):
+    absent = []
+    for rel, sha in sorted(files.items()):
         f = root / rel
-        if f.is_file():
+        if f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == sha:
             dest = src / rel
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(f, dest)
-    digest = _source_digest(ident.files)
+        else:
+            absent.append(rel)
+    if absent:
+        notes.append(f"src/: {len(absent)} file(s) of the harness's identity are listed in SOURCES.json but not "
+                     f"copied (not visible to the builder): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}")
+    digest = _source_digest(files)
     ran = sorted({str(((r.doc.get("provenance") or {}).get("mlbuild") or {}).get("builder_source"))
                   for r in results})
     for d in ran:
@@ -61,7 +84,7 @@ def write_sources(src: Path, results: Sequence[layout.Result], notes: list[str])
             notes.append(f"src/: a result ran harness code `{d}`; this package holds `{digest}` (the code this "
                          "mlbuild runs), so src/ is not the code that ran")
     layout.dump_json(src / "SOURCES.json", {"builder": "mlperf-run", "builder_source": digest,
-                                           "files": dict(sorted(ident.files.items())), "results_ran": ran})
+                                           "files": dict(sorted(files.items())), "results_ran": ran})
 
 
 def loadgen_sdist_sha1(src_dir: Path) -> dict[str, str]:
@@ -107,7 +130,7 @@ def build(ctx: Any) -> None:
                                        status=str(p["status"]), system_type=str(p["system_type"]),
                                        overrides=p["system"])
     layout.dump_json(sub / "systems" / f"{system_id}.json", system)
-    write_sources(sub / "src", results, notes)
+    write_sources(sub / "src", results, (ctx.fingerprint or {}).get("code") or {}, notes)
     src_in = ctx.inputs.get(LOADGEN_SRC_INPUT)
     if src_in is not None:
         layout.dump_json(sub / "src" / checker.LOADGEN_SDIST_FILE,
