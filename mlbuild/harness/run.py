@@ -76,6 +76,8 @@ def _settings(lg: ModuleType, p: dict[str, Any], *, accuracy: bool, n: int) -> A
     s.schedule_rng_seed = schedule_seed
     if p["performance_sample_count"] > 0:
         s.performance_sample_count_override = min(p["performance_sample_count"], n)
+    elif int(s.performance_sample_count_override) > n:  # mlperf.conf's count (yolo: 64) on a smaller dataset
+        s.performance_sample_count_override = n
     if p["min_duration_ms"] >= 0:
         s.min_duration_ms = p["min_duration_ms"]
     if p["max_duration_ms"] > 0:
