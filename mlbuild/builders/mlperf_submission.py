@@ -13,11 +13,9 @@ another round's seeds...) is still built, and says so.  The body is ``mlbuild.su
 
 from __future__ import annotations
 
-from mlbuild.builders import BuildContext, Param
+from typing import Any
 
-# The harness source a package holds (src/) is the run builder's import closure: importing it
-# here puts that code in this builder's identity too (nothing of it runs here).
-from mlbuild.builders import mlperf_run as _run_builder  # noqa: F401
+from mlbuild.builders import BuildContext, Param
 
 NAME = "mlperf-submission"
 VERSION = 1
@@ -37,6 +35,16 @@ PARAMS = {
 }
 NEEDS_ENV = False
 NEEDS_NETWORK = False
+RUN_BUILDER_MODULE = "mlbuild.builders.mlperf_run"
+
+
+def fingerprint_extra() -> dict[str, Any]:
+    """The run builder's code identity: a package's `src/` holds those files, so they are in its
+    derivation (as data: this builder runs none of them, and its own code identity stays its own)."""
+    from mlbuild import builders, codeid
+
+    registry = [f"{builders.__name__}.{m}" for m in builders.REGISTRY.values()]
+    return {"run_code": codeid.identity(codeid.PACKAGE_DIR, RUN_BUILDER_MODULE, registry).fingerprint()}
 
 
 def build(ctx: BuildContext) -> None:

@@ -22,7 +22,6 @@ from mlbuild.submission import checker, layout, rules, summary, tarball
 
 RESULT_PREFIX = "result-"
 LOADGEN_SRC_INPUT = "loadgen-src"
-RUN_BUILDER_MODULE = "mlbuild.builders.mlperf_run"
 
 
 def _results(inputs: Mapping[str, Path]) -> list[layout.Result]:
@@ -33,37 +32,23 @@ def _results(inputs: Mapping[str, Path]) -> list[layout.Result]:
     return [layout.load_result(k, Path(inputs[k])) for k in labels]
 
 
-def _source_digest(files: Mapping[str, str]) -> str:
-    canon = json.dumps({"files": dict(sorted(files.items()))}, sort_keys=True, separators=(",", ":"),
-                       ensure_ascii=False).encode()
+def _source_digest(code: Mapping[str, Any]) -> str:
+    """The digest a run's result.json records as ``builder_source`` for this code identity."""
+    canon = json.dumps(code, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(canon).hexdigest()[:32]
 
 
-def run_code_files(own_code: Mapping[str, Any]) -> dict[str, str]:
-    """The run builder's code identity (relative path -> sha256), as results record its digest.
+def write_sources(src: Path, results: Sequence[layout.Result], run_code: Mapping[str, Any], notes: list[str]) -> None:
+    """``src/``: the run builder's code (its code identity, which the graph put in this derivation:
+    ``fingerprint_extra``) and ``SOURCES.json`` (each file's sha256 and the digest results record as
+    ``builder_source``).  Files are copied from this mlbuild only when their bytes are the listed ones."""
+    import mlbuild
 
-    Its module closure is computed here; the files and digests come from this builder's own code
-    identity (``own_code``, computed by the graph outside the sandbox, where ``native/`` is visible),
-    which covers it: this builder imports the run builder."""
-    from mlbuild import builders, codeid
-
-    registry = [f"{builders.__name__}.{m}" for m in builders.REGISTRY.values()]
-    ident = codeid.identity(codeid.PACKAGE_DIR, RUN_BUILDER_MODULE, registry)
-    own = {str(k): str(v) for k, v in (own_code.get("files") or {}).items()}
-    if not own:  # no identity given (a direct call): this checkout's view
-        return dict(ident.files)
-    native = codeid.NATIVE in ident.modules
-    return {k: v for k, v in own.items() if k in ident.files or (native and (
-        k.startswith("native/") or k in codeid.RUST_ROOT_FILES or k.startswith("mlbuild/_native")))}
-
-
-def write_sources(src: Path, results: Sequence[layout.Result], own_code: Mapping[str, Any], notes: list[str]) -> None:
-    """``src/``: the run builder's code (its import closure, as its code identity lists it) and
-    ``SOURCES.json`` (each file's sha256 and the digest results record as ``builder_source``)."""
-    from mlbuild import codeid
-
-    files = run_code_files(own_code)
-    root = codeid.PACKAGE_DIR.parent
+    files = {str(k): str(v) for k, v in (run_code.get("files") or {}).items()}
+    if not files:
+        raise InputError("mlperf-submission: its derivation carries no `extra.run_code` (the run builder's code "
+                         "identity)", hints=["build packages with `mlbuild submission` or a manifest target"])
+    root = Path(mlbuild.__file__).resolve().parent.parent
     absent = []
     for rel, sha in sorted(files.items()):
         f = root / rel
@@ -76,7 +61,7 @@ def write_sources(src: Path, results: Sequence[layout.Result], own_code: Mapping
     if absent:
         notes.append(f"src/: {len(absent)} file(s) of the harness's identity are listed in SOURCES.json but not "
                      f"copied (not visible to the builder): {', '.join(absent[:4])}{' ...' if len(absent) > 4 else ''}")
-    digest = _source_digest(files)
+    digest = _source_digest(run_code)
     ran = sorted({str(((r.doc.get("provenance") or {}).get("mlbuild") or {}).get("builder_source"))
                   for r in results})
     for d in ran:
@@ -130,7 +115,7 @@ def build(ctx: Any) -> None:
                                        status=str(p["status"]), system_type=str(p["system_type"]),
                                        overrides=p["system"])
     layout.dump_json(sub / "systems" / f"{system_id}.json", system)
-    write_sources(sub / "src", results, (ctx.fingerprint or {}).get("code") or {}, notes)
+    write_sources(sub / "src", results, ((ctx.fingerprint or {}).get("extra") or {}).get("run_code") or {}, notes)
     src_in = ctx.inputs.get(LOADGEN_SRC_INPUT)
     if src_in is not None:
         layout.dump_json(sub / "src" / checker.LOADGEN_SDIST_FILE,

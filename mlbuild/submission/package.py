@@ -90,7 +90,8 @@ def build(store: Any, results: Sequence[str], params: Mapping[str, Any], *,
     checked = check_params(BUILDER, mod.PARAMS, dict(params), err)
     fp = {"type": "built", "builder": BUILDER, "builder_version": mod.VERSION,
           "code": builder_code(BUILDER).fingerprint(), "params": checked,
-          "inputs": {k: e for k, (e, _) in sorted(inputs.items())}, "platform": host_platform(), "network": False}
+          "inputs": {k: e for k, (e, _) in sorted(inputs.items())}, "platform": host_platform(), "network": False,
+          "extra": mod.fingerprint_extra()}
     node = Node(LABEL, "build", f"{store_digest(fp)}-{LABEL}", None, "tree", fp, {k: k for k in inputs},
                 builder=BUILDER, params=checked)
     entry = resolved_entry(node, inputs)
