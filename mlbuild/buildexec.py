@@ -62,6 +62,8 @@ def main(spec_path: str) -> int:
         entry=spec.get("entry", ""),
         fingerprint=spec.get("fingerprint") or {},
         input_hashes=spec.get("input_hashes") or {},
+        side=Path(spec["side"]) if spec.get("side") else None,
+        input_sides={k: Path(v) for k, v in (spec.get("input_sides") or {}).items()},
     )
     if spec.get("builder_file"):  # a builder registered by file (`mlbuild.builders.register`)
         builders.register(spec["builder"], Path(spec["builder_file"]))

@@ -845,6 +845,78 @@ def _key_figures(result: dict[str, Any]) -> dict[str, Any]:
     return key_figures(result)
 
 
+# --------------------------------------------------------------------------- submission
+
+
+def cmd_submission(ctx: Ctx) -> int:
+    import json
+
+    from .errors import UsageError
+    from .submission import package
+
+    items = list(ctx.args.items)
+    if items[0] == "check":
+        if len(items) != 2:
+            raise UsageError("usage: mlbuild submission check DIR|TARBALL")
+        report = package.check(Path(items[1]))
+        if ctx.args.json:
+            print(json.dumps(report.as_dict(), indent=2, sort_keys=True))
+        else:
+            _render_check(ctx, report)
+        return 0 if report.ok else 1
+    target = _submission_target(ctx, items)
+    if target is not None:
+        ctx.args.targets = [target]
+        rc = cmd_realize(ctx)  # the runs, the package (a [build] of `mlperf-submission`) and what they need
+        if rc:
+            return rc
+        fresh = Ctx(ctx.args)
+        try:
+            entry = _plan(fresh, [target], resolve=True).nodes[target].entry
+            pkg = package.read_package(fresh.store.path(entry))
+        finally:
+            fresh.close()
+    else:
+        if not ctx.args.submitter:
+            raise UsageError("`mlbuild submission RESULT...` needs --submitter NAME",
+                             hints=["or name a submission target of the manifests"])
+        manifest = lock = None
+        if Path(ctx.args.manifests).is_dir() and ctx.lock_path().exists():
+            manifest, lock = ctx.manifest(), ctx.read_lock()
+        params = {"submitter": ctx.args.submitter, "division": ctx.args.division,
+                  "system_name": ctx.args.system_name or "",
+                  "system": package.system_overrides(Path(ctx.args.system_toml) if ctx.args.system_toml else None)}
+        pkg = package.build(ctx.store, items, params, loadgen_src=package.pinned_loadgen_src(ctx.store, manifest, lock),
+                            on_line=lambda line: ctx.reporter.on_message(f"submission: {line}") if line else None)
+    _render_check(ctx, package.check(pkg.path), summary_only=True)
+    if ctx.args.out:
+        ctx.printer.info(f"copied to {package.copy_out(pkg, Path(ctx.args.out))}")
+    print(pkg.path)
+    print(f"{pkg.tarball}  sha256:{pkg.tarball_sha256}")
+    return 0
+
+
+def _submission_target(ctx: Ctx, items: list[str]) -> str | None:
+    """``items`` names one submission target of the manifests (a build of `mlperf-submission`)."""
+    if len(items) != 1 or not Path(ctx.args.manifests).is_dir():
+        return None
+    decl = ctx.manifest().decls.get(items[0])
+    return items[0] if getattr(decl, "builder", None) == "mlperf-submission" else None
+
+
+def _render_check(ctx: Ctx, report: Any, summary_only: bool = False) -> None:
+    if report.ok:
+        ctx.printer.err(f"check: {len(report.checked)} result(s), every rule passed: submittable")
+        return
+    ctx.printer.err(f"check: NOT SUBMITTABLE: {len(report.findings)} rule(s) failed over "
+                    f"{len(report.checked)} result(s)")
+    for f in report.findings:
+        ctx.printer.err(f"  {f.kind}: {f.render()}")
+    if not summary_only:
+        for n in report.notes:
+            ctx.printer.err(f"  note: {n}")
+
+
 # --------------------------------------------------------------------------- provenance, reproduce, diff
 
 
@@ -962,7 +1034,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 # Every top-level command, in the order `mlbuild --help` lists them (a test holds this to the parser).
 COMMANDS = ("lock", "realize", "show", "graph", "why-depends", "log", "gc", "store", "mirror", "results",
-            "key", "verify", "export", "reproduce", "diff")
+            "key", "verify", "export", "reproduce", "diff", "submission")
 
 
 class _Skipped:
@@ -1127,6 +1199,21 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("b", metavar="B")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_diff)
+
+    p = add("submission", "build an MLPerf submission package from run results, or check one",
+            "examples:\n  mlbuild submission yolox-coco128-submission --mirror ../shared/mirror  # runs+package+check\n"
+            "  mlbuild submission RESULT... --submitter ORG [--division open] [--system-name NAME]\n"
+            "  mlbuild submission check DIR|TARBALL\n"
+            "prints the package's path and its tarball's sha256; `check` exits 1 when a rule fails")
+    p.add_argument("items", nargs="+", metavar="RESULT|TARGET|check")
+    p.add_argument("--submitter", help="the submitting organisation (its directory name)")
+    p.add_argument("--division", choices=("open", "closed"), default="open")
+    p.add_argument("--system-name", help="the system's id (default: from the CPU model and cores)")
+    p.add_argument("--system-toml", metavar="F", help="systems/<system>.json fields mlbuild cannot know")
+    p.add_argument("--out", metavar="DIR", help="also copy the package (writable) into DIR")
+    p.add_argument("--offline", action="store_true", help="no network (a submission target's runs)")
+    p.add_argument("--json", action="store_true", help="`check`: the report as JSON")
+    p.set_defaults(func=cmd_submission, check=False, rerun=False, set=None)
     return parser
 
 

@@ -210,7 +210,7 @@ class Realizer:
     def _builder_inputs(self, node: Node) -> dict[str, Path]:
         return {k: self.path(v).resolve() for k, v in node.inputs.items()}
 
-    def _run_builder(self, node: Node, entry: str, out: Path) -> str:
+    def _run_builder(self, node: Node, entry: str, out: Path, *, keep_side: bool = True) -> str:
         assert node.builder is not None
         key = f"build:{node.name}"
         self.reporter.on_task_start(key, f"{'run' if node.kind == 'run' else 'build'} {node.name}", None)
@@ -224,6 +224,9 @@ class Realizer:
             # what the builder may record about itself: its resolved fingerprint, inputs' content hashes
             fingerprint={**resolved_fingerprint(node, inputs), "drv": node.drv},
             input_hashes={k: sha for k, (_, sha) in inputs.items()},
+            # side outputs (store metadata, never entry content): kept for a build, not for a --check rebuild
+            side_out=self.store.side_path(entry) if keep_side else None,
+            input_sides={k: p for k, (e, _) in inputs.items() if (p := self.store.side_path(e)).is_dir()},
             on_line=lambda line: self.reporter.on_message(f"{node.name}: {line}") if line else None,
         )
         self.reporter.on_task_done(key, f"{'ran' if node.kind == 'run' else 'built'} {node.name}")
@@ -263,7 +266,7 @@ class Realizer:
             return not_checked("it is not in the store (realize it first)")
         with self.store.staging(entry + ".check") as staging:
             out = staging / "out"
-            self._run_builder(node, entry, out)
+            self._run_builder(node, entry, out, keep_side=False)
             if node.kind == "run" and node.fingerprint.get("part") != "accuracy":
                 return self._compare_run(node, entry, out)
             got = hash_path(out, "tree")

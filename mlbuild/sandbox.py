@@ -261,8 +261,13 @@ def run_builder(
     entry: str = "",
     fingerprint: Mapping[str, Any] | None = None,
     input_hashes: Mapping[str, str] | None = None,
+    side_out: Path | None = None,
+    input_sides: Mapping[str, Path] | None = None,
 ) -> str:
-    """Run ``builder`` into ``out`` (created empty); return the sandbox used."""
+    """Run ``builder`` into ``out`` (created empty); return the sandbox used.
+
+    ``side_out``: where the builder's side outputs (``ctx.side``) are kept when it succeeds (replacing
+    what was there; nothing is kept when it wrote none); ``input_sides``: inputs' side outputs, read-only."""
     from . import builders
 
     needs_network = bool(getattr(module, "NEEDS_NETWORK", False))
@@ -286,6 +291,8 @@ def run_builder(
         # Only the mlbuild package itself is importable, never its neighbours.
         (tmp / "pkg" / "mlbuild").symlink_to(package_dir)
         (tmp / "work").mkdir()
+        (tmp / "side").mkdir()
+        sides = {k: Path(v).resolve() for k, v in (input_sides or {}).items()}
         out.mkdir(parents=True, exist_ok=True)
         out = out.resolve()
         spec = {
@@ -293,6 +300,8 @@ def run_builder(
             "out": str(out), "tmp": str(tmp / "tmp"), "jobs": jobs,
             "package_parent": str(tmp / "pkg"), "env_site": env_site, "entry": entry,
             "fingerprint": dict(fingerprint or {}), "input_hashes": dict(input_hashes or {}),
+            "side": str(tmp / "side") if side_out is not None else None,
+            "input_sides": {k: str(v) for k, v in sorted(sides.items())},
         }
         if builder_file is not None:
             spec["builder_file"] = builder_file
@@ -315,6 +324,7 @@ def run_builder(
             exe = _bwrap()
             assert exe is not None
             ro = [*_interpreter_dirs(), str(package_dir), *(str(Path(v).resolve()) for v in inputs.values()),
+                  *(str(v) for v in sides.values()),
                   *(os.path.realpath(d) for d in path_dirs), *([builder_file] if builder_file else [])]
             prefix = bwrap_args(exe, ro=ro, rw=[str(tmp), str(out)], workdir=str(tmp / "work"))
             env_exe = shutil.which("env", path="/usr/bin:/bin")
@@ -389,4 +399,18 @@ def run_builder(
             limits = [_LIMITS[sandbox]] if sandbox in _LIMITS else []
             raise errors.BuildError(f"builder `{builder}` exited with status {rc}:\n{last}",
                                     hints=[*limits, f"full log: {log_path}"])
+        if side_out is not None:
+            _keep_side(tmp / "side", side_out)
         return sandbox
+
+
+def _keep_side(src: Path, dest: Path) -> None:
+    """Replace ``dest`` by a copy of the side outputs in ``src`` (removed when there are none)."""
+    staged = dest.with_name(f".{dest.name}.{os.getpid()}")
+    shutil.rmtree(staged, ignore_errors=True)
+    if any(src.iterdir()):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, staged, symlinks=True)
+    shutil.rmtree(dest, ignore_errors=True)
+    if staged.exists():
+        os.replace(staged, dest)

@@ -11,6 +11,7 @@ Layout under the root (``./store`` by default, ``--store``/``MLBUILD_STORE``)::
     .mlbuild/tmp/             entries being written (never visible as entries)
     .mlbuild/locks/           one lock file per entry being realized, plus gc.lock
     .mlbuild/logs/<entry>.log builder logs
+    .mlbuild/side/<entry>/    a build's side outputs (BuildContext.side: timestamped logs), never entry content
     .mlbuild/quarantine/      entries `--repair` could not vouch for (moved here, never deleted)
 
 A directory is a store when it has the marker and a registry that agree (the
@@ -592,6 +593,10 @@ class Store:
     def log_path(self, name: str) -> Path:
         return self.meta / "logs" / f"{name}.log"
 
+    def side_path(self, name: str) -> Path:
+        """An entry's side outputs (``BuildContext.side``): metadata beside it, never part of it."""
+        return self.meta / "side" / name
+
     def sidecar_path(self, name: str) -> Path:
         return self.meta / "meta" / f"{name}.json"
 
@@ -910,6 +915,7 @@ class Store:
                 for extra in (self.sidecar_path(name), self.log_path(name)):
                     with contextlib.suppress(FileNotFoundError):
                         extra.unlink()
+                remove_path(self.side_path(name))
         temporaries: list[tuple[str, int]] = []
         tmp_root = self.meta / "tmp"
         if tmp_root.is_dir():

@@ -47,6 +47,7 @@ REGISTRY: dict[str, str] = {
     "loadgen-wheel": "loadgen_wheel",
     "mlperf-run": "mlperf_run",
     "mlperf-result": "mlperf_result",  # a run target's output, assembled from its parts (graph.split_runs)
+    "mlperf-submission": "mlperf_submission",  # an MLPerf submission package from run results
     "concat": "concat",  # a minimal example builder (standard library only); the core tests use it
 }
 
@@ -75,6 +76,11 @@ class BuildContext:
     entry: str = ""  # the store entry being built (`<digest>-<name>`): its identity
     fingerprint: Mapping[str, Any] = field(default_factory=dict)  # the derivation's canonical fingerprint
     input_hashes: Mapping[str, str] = field(default_factory=dict)  # input name -> its entry's content sha256
+    # Side outputs: files the store keeps beside the entry (`.mlbuild/side/<entry>/`), never in it nor in
+    # its hash (a LoadGen accuracy pass's timestamped logs).  None when they are not kept (`--check`).
+    side: Path | None = None
+    # input name -> that input's side outputs (read-only), for the inputs that have any
+    input_sides: Mapping[str, Path] = field(default_factory=dict)
 
 
 # Builders registered from a file outside the package (`register`): name -> absolute path.

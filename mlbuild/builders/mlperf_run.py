@@ -9,13 +9,15 @@ Before the LoadGen starts, the model's input (type, channels, height, width), it
 (for ``model_kind``), the tensor file's size and the sample lists are checked; any mismatch
 is an ``InputError`` naming the file.
 
-LoadGen settings start from the LoadGen's embedded ``mlperf.conf`` for (``retinanet`` or
-``yolox``, scenario); the round's three seeds are then set explicitly, and every param that
+LoadGen settings start from the LoadGen's embedded ``mlperf.conf`` for (MLPerf's model name,
+``retinanet`` or ``yolo``, scenario); the round's three seeds are then set explicitly, and every param that
 is not at its "keep" value (negative, or 0 where noted) overrides its setting.
 
 Output (``ctx.out``): the LoadGen logs (``mlperf_log_summary.txt``, ``mlperf_log_detail.txt``,
 ``mlperf_log_accuracy.json``; with mode ``both`` under ``accuracy/`` and ``performance/``),
 ``accuracy.txt`` (``mAP=NN.NNN%``) when accuracy ran, ``result.json`` and ``report.html``.
+An accuracy part keeps its LoadGen detail/summary logs (wall-clock times) as side outputs
+(``ctx.side``: store metadata beside the entry), so the entry stays a function of its identity.
 """
 
 from __future__ import annotations

@@ -109,6 +109,10 @@ def assemble(ctx: Any) -> None:
                           "derivation": src.name.split("-", 1)[0]}
         dest = out / part if mode == "both" else out
         _copy_files(src, dest)
+        side = (getattr(ctx, "input_sides", None) or {}).get(part)
+        if part == "accuracy" and side is not None:
+            # the accuracy pass's LoadGen logs, kept beside its (pure) entry: this entry is a measurement's
+            _copy_files(Path(side), dest)
         layout[part] = part if mode == "both" else "."
     if not parts:
         raise InputError("mlperf-result: neither an accuracy nor a performance part was given")

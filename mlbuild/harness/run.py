@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 RESULT_SCHEMA = 1
 MODEL_DEFAULT_SCORE_THRESHOLD = {"yolox": 0.001, "retinanet": 0.05}
-# model name used for the mlperf.conf lookups (retinanet has its own entries)
-MLPERF_MODEL_NAME = {"yolox": "yolox", "retinanet": "retinanet"}
+# MLPerf's model name, for the mlperf.conf lookups: the embedded conf knows `retinanet` and `yolo`
+# (v6.0's `yolo-95`/`yolo-99` edge benchmarks; e.g. performance_sample_count 64), never `yolox`
+MLPERF_MODEL_NAME = {"yolox": "yolo", "retinanet": "retinanet"}
+# the LoadGen logs of an accuracy part that a submission needs; kept as side outputs (ctx.side)
+ACCURACY_SIDE_LOGS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt")
 PREPROCESS_FOR = {"yolox": "letterbox", "retinanet": "retinanet"}
 
 
@@ -73,6 +76,8 @@ def _settings(lg: ModuleType, p: dict[str, Any], *, accuracy: bool, n: int) -> A
     s.schedule_rng_seed = schedule_seed
     if p["performance_sample_count"] > 0:
         s.performance_sample_count_override = min(p["performance_sample_count"], n)
+    elif int(s.performance_sample_count_override) > n:  # mlperf.conf's count (yolo: 64) on a smaller dataset
+        s.performance_sample_count_override = n
     if p["min_duration_ms"] >= 0:
         s.min_duration_ms = p["min_duration_ms"]
     if p["max_duration_ms"] > 0:
@@ -167,6 +172,10 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
         import shutil
 
         shutil.copyfile(dirs["accuracy"] / "mlperf_log_accuracy.json", out / "mlperf_log_accuracy.json")
+        if ctx.side is not None:  # beside the entry, never in it: a submission packages them
+            for name in ACCURACY_SIDE_LOGS:
+                if (dirs["accuracy"] / name).is_file():
+                    shutil.copyfile(dirs["accuracy"] / name, Path(ctx.side) / name)
         dirs["accuracy"] = out
         timelines = {}
 
