@@ -242,3 +242,70 @@ fn from_config_reads_embedded_and_user_conf() {
     let mut s = TestSettings::core_default();
     assert_eq!(s.from_config(bad.to_str().unwrap(), "retinanet", "Offline", 2).unwrap(), -22);
 }
+
+/// The upstream py_demo_offline pattern without Python: per query, three threads each
+/// complete a third of the samples after different sleeps and exit while the test goes
+/// on. Through `runtime::complete` their completions reach the core from the binding's
+/// completion thread, so the core's logger never loses a thread mid-test.
+struct ThreeSlices {
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    calls_per_thread: usize,
+}
+
+impl SutHandler for ThreeSlices {
+    fn issue(&self, samples: &[Sample]) -> CbResult {
+        for i in 0..3usize {
+            let mine: Vec<u64> = samples.iter().skip(i).step_by(3).map(|s| s.id).collect();
+            let calls = self.calls_per_thread;
+            self.threads.lock().unwrap().push(std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20 * (i as u64 + 1)));
+                let step = mine.len().div_ceil(calls).max(1);
+                for chunk in mine.chunks(step) {
+                    let mut r: Vec<Response> = chunk.iter().map(|&id| Response { id, ..Default::default() }).collect();
+                    runtime::complete(&mut r, None).unwrap();
+                }
+            }));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn completions_from_short_lived_threads() {
+    let _g = serial();
+    for calls in [1usize, 30] {
+        let handed_before = runtime::handoff::HANDOFFS.load(Ordering::Relaxed);
+        let held_before = runtime::handoff::HELD_AT_EXIT.load(Ordering::Relaxed);
+        for round in 0..5 {
+            let dir = tempdir(&format!("slices-{calls}-{round}"));
+            let h = ThreeSlices { threads: Mutex::new(Vec::new()), calls_per_thread: calls };
+            let sut = Sut::new("RustSlices", Box::new(h));
+            let qsl = Qsl::new("RustNullQSL", 1024, 64, Box::new(NullQsl)).unwrap();
+            runtime::start_test(&sut, &qsl, &offline(6000, 0), &log_settings(&dir), &audit(&dir), &RunOptions::default())
+                .unwrap();
+            assert!(summary(&dir).contains("Result is : VALID"));
+        }
+        let handed = runtime::handoff::HANDOFFS.load(Ordering::Relaxed) - handed_before;
+        let held = runtime::handoff::HELD_AT_EXIT.load(Ordering::Relaxed) - held_before;
+        if calls == 1 {
+            assert_eq!((handed, held), (15, 0));
+        } else {
+            // 8 hand-offs per thread, then direct calls and a hold at exit while the test ran.
+            assert_eq!(handed, 15 * runtime::handoff::PROMOTE_AFTER as u64);
+            assert!(held > 0 && held <= 15, "held {held}");
+        }
+    }
+}
+
+#[test]
+fn sut_name_is_replaced_at_start() {
+    let _g = serial();
+    let dir = tempdir("name");
+    let sut = Sut::new("FirstName", Box::new(InlineNull { issued: AtomicUsize::new(0) }));
+    let qsl = Qsl::new("RustNullQSL", 1024, 64, Box::new(NullQsl)).unwrap();
+    let opts = RunOptions { sut_name: Some("LateName".into()), ..RunOptions::default() };
+    runtime::start_test(&sut, &qsl, &offline(100, 0), &log_settings(&dir), &audit(&dir), &opts).unwrap();
+    let detail = std::fs::read_to_string(dir.join("mlperf_log_detail.txt")).unwrap();
+    assert!(detail.contains("\"sut_name\", \"value\": \"LateName\""));
+    assert_eq!(sut.name(), "LateName");
+}

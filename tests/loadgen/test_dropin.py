@@ -86,14 +86,28 @@ SHORT = ["--samples", "4000", "--slice-sleep", "0.05"]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("slices", [3, 1000], ids=["demo-3-slices", "1000-threads-per-query"])
-def test_completions_from_short_lived_threads_20_of_20(lg_path, tmp_path, slices):
-    args = [str(tmp_path), *SHORT, "--slices", str(slices), "--repeat", "20"]
+@pytest.mark.parametrize(
+    ("slices", "calls"),
+    [(3, 1), (1000, 1), (3, 50)],
+    ids=["demo-3-slices", "1000-threads-per-query", "3-slices-50-calls-each"],
+)
+def test_completions_from_short_lived_threads_20_of_20(lg_path, tmp_path, slices, calls):
+    args = [str(tmp_path), *SHORT, "--slices", str(slices), "--calls", str(calls), "--repeat", "20"]
     p = run_client(lg_path, "ours", "short_threads.py", args)
     assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr[-3000:]}"
     f = fields(p.stdout)
     assert f["module"] == ["mlbuild_loadgen"]
     assert f["result"] == ["VALID completed 4000"] * 20
+    handed, held = map(int, f["stats"][0].split())
+    threads = 20 * slices
+    if calls == 1:
+        # One completion per thread: every one went through the completion thread.
+        assert (handed, held) == (threads, 0)
+    else:
+        # Threads completing often call the core themselves after 8 hand-offs, and each
+        # such thread exiting while its test ran was held until the test ended.
+        assert handed == threads * 8
+        assert 0 < held <= threads
 
 
 @pytest.mark.slow

@@ -51,6 +51,13 @@ __all__ = [
 
 __version__: str
 
+class _SupportsBool(Protocol):
+    def __bool__(self) -> bool: ...
+
+# Bool fields take what the official module (pybind11) takes: bools, None (False), numbers,
+# numpy bools, anything with __bool__.
+_Boolish = _SupportsBool | None
+
 class _Buffer(Protocol):
     def __buffer__(self, flags: int, /) -> memoryview: ...
 
@@ -127,13 +134,19 @@ class TestSettings:
     server_target_qps: float
     server_target_latency_ns: int
     server_target_latency_percentile: float
-    server_coalesce_queries: bool
+    @property
+    def server_coalesce_queries(self) -> bool: ...
+    @server_coalesce_queries.setter
+    def server_coalesce_queries(self, value: _Boolish, /) -> None: ...
     server_find_peak_qps_decimals_of_precision: int
     server_find_peak_qps_boundary_step_size: float
     server_max_async_queries: int
     server_num_issue_query_threads: int
     offline_expected_qps: float
-    sample_concatenate_permutation: bool
+    @property
+    def sample_concatenate_permutation(self) -> bool: ...
+    @sample_concatenate_permutation.setter
+    def sample_concatenate_permutation(self, value: _Boolish, /) -> None: ...
     min_duration_ms: int
     max_duration_ms: int
     min_query_count: int
@@ -144,20 +157,38 @@ class TestSettings:
     accuracy_log_rng_seed: int
     accuracy_log_probability: float
     accuracy_log_sampling_target: int
-    test05: bool
+    @property
+    def test05(self) -> bool: ...
+    @test05.setter
+    def test05(self, value: _Boolish, /) -> None: ...
     test05_qsl_rng_seed: int
     test05_sample_index_rng_seed: int
     test05_schedule_rng_seed: int
-    print_timestamps: bool
-    performance_issue_unique: bool
-    performance_issue_same: bool
+    @property
+    def print_timestamps(self) -> bool: ...
+    @print_timestamps.setter
+    def print_timestamps(self, value: _Boolish, /) -> None: ...
+    @property
+    def performance_issue_unique(self) -> bool: ...
+    @performance_issue_unique.setter
+    def performance_issue_unique(self, value: _Boolish, /) -> None: ...
+    @property
+    def performance_issue_same(self) -> bool: ...
+    @performance_issue_same.setter
+    def performance_issue_same(self, value: _Boolish, /) -> None: ...
     performance_issue_same_index: int
     performance_sample_count_override: int
     accuracy_sample_count_override: int
-    use_token_latencies: bool
+    @property
+    def use_token_latencies(self) -> bool: ...
+    @use_token_latencies.setter
+    def use_token_latencies(self, value: _Boolish, /) -> None: ...
     ttft_latency: int
     tpot_latency: int
-    infer_token_latencies: bool
+    @property
+    def infer_token_latencies(self) -> bool: ...
+    @infer_token_latencies.setter
+    def infer_token_latencies(self, value: _Boolish, /) -> None: ...
     token_latency_scaling_factor: int
     def __init__(self) -> None: ...
     def FromConfig(
@@ -172,9 +203,18 @@ class LogOutputSettings:
     outdir: str
     prefix: str
     suffix: str
-    prefix_with_datetime: bool
-    copy_detail_to_stdout: bool
-    copy_summary_to_stdout: bool
+    @property
+    def prefix_with_datetime(self) -> bool: ...
+    @prefix_with_datetime.setter
+    def prefix_with_datetime(self, value: _Boolish, /) -> None: ...
+    @property
+    def copy_detail_to_stdout(self) -> bool: ...
+    @copy_detail_to_stdout.setter
+    def copy_detail_to_stdout(self, value: _Boolish, /) -> None: ...
+    @property
+    def copy_summary_to_stdout(self) -> bool: ...
+    @copy_summary_to_stdout.setter
+    def copy_summary_to_stdout(self, value: _Boolish, /) -> None: ...
     def __init__(self) -> None: ...
 
 @final
@@ -182,7 +222,10 @@ class LogSettings:
     log_output: LogOutputSettings
     log_mode: LoggingMode
     log_mode_async_poll_interval_ms: int
-    enable_trace: bool
+    @property
+    def enable_trace(self) -> bool: ...
+    @enable_trace.setter
+    def enable_trace(self, value: _Boolish, /) -> None: ...
     def __init__(self) -> None: ...
 
 @final
