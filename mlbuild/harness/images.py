@@ -1,4 +1,4 @@
-"""Image decoding, resizing and the two preprocessing recipes, plus the parallel tensor writer.
+"""Image decoding, resizing and parametrised preprocessing, plus the parallel tensor writer.
 
 Resizing is bilinear with OpenCV's ``INTER_LINEAR`` conventions, written in numpy: pixel
 centres at half-integers (``src = (dst + 0.5) * in/out - 0.5``), coordinates clamped at the
@@ -7,9 +7,16 @@ borders, no antialiasing when shrinking. The MLPerf and YOLOX references resize 
 reproduces its sampling grid in float32 (OpenCV's 8-bit path rounds through an 11-bit fixed
 point, so letterboxed pixels can differ from it by one grey level).
 
-Images are decoded with Pillow and converted to RGB (greyscale and CMYK too); EXIF
-orientation is *not* applied, so pixels stay in the stored orientation that the annotation
-boxes and the JPEG header's width/height describe.
+Images are decoded as MLPerf's reference decodes them, ``cv2.imread(path)`` (OpenCV, flag
+``IMREAD_COLOR``), with Pillow: the EXIF orientation is applied (1-8: flips and quarter turns;
+:func:`image_size` reports the oriented size too), greyscale is replicated to three channels,
+alpha is dropped, and a CMYK JPEG is converted with OpenCV's integer formula (per channel
+``k - ((255 - x) * k >> 8)`` on the stored, Adobe-inverted values) rather than Pillow's, which
+differs by up to 2 levels. ``tests/harness/test_image_decode.py`` holds this to OpenCV.
+
+Preprocessing is parameters (:class:`Preprocess`): letterbox (keep aspect, pad) or stretch,
+size, placement, channel order, value range, mean/std; :data:`PRESETS` names the sets the
+shipped models use (``yolox``, ``retinanet``, ``ultralytics``).
 
 Output tensors are written by ``write_tensors`` into one preallocated float32 file; each image
 is processed independently and written at its own offset, so the bytes are the same for any
@@ -34,27 +41,77 @@ TENSORS_FILE = "tensors.bin"
 META_FILE = "meta.json"
 
 
+EXIF_ORIENTATION = 0x0112
+
+
+def _orientation(im: Any) -> int:
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # a damaged EXIF block: OpenCV ignores it too
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orient(arr: NDArray[Any], orientation: int) -> NDArray[Any]:
+    """Apply EXIF orientation ``1..8`` to an HxWxC array (the stored pixels -> upright)."""
+    import numpy as np
+
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = arr.transpose(1, 0, 2)
+    elif orientation == 6:
+        arr = arr.transpose(1, 0, 2)[:, ::-1]
+    elif orientation == 7:
+        arr = arr.transpose(1, 0, 2)[::-1, ::-1]
+    elif orientation == 8:
+        arr = arr.transpose(1, 0, 2)[::-1]
+    return np.ascontiguousarray(arr)
+
+
+def _cmyk_like_opencv(im: Any) -> NDArray[np.uint8]:
+    """A decoded CMYK JPEG -> RGB as OpenCV converts it (integer, ``>> 8``)."""
+    import numpy as np
+
+    cmyk = np.asarray(im, dtype=np.int32)
+    # Pillow un-inverts Adobe CMYK; OpenCV works on the stored (inverted) values
+    raw = 255 - cmyk if "adobe" in im.info else cmyk
+    k = raw[..., 3:4]
+    rgb = k - (((255 - raw[..., :3]) * k) >> 8)
+    return rgb.astype(np.uint8)
+
+
 def decode_rgb(path: Path) -> NDArray[np.uint8]:
-    """Decode an image file to an HxWx3 uint8 RGB array."""
+    """Decode an image file to an upright HxWx3 uint8 RGB array, as ``cv2.imread`` (then
+    BGR -> RGB) does: EXIF orientation applied, CMYK converted with OpenCV's formula."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
             im.load()
-            rgb = im.convert("RGB")
+            orientation = _orientation(im)
+            if im.mode == "CMYK" and im.format == "JPEG":
+                rgb = _cmyk_like_opencv(im)
+            else:
+                rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InputError(f"{path.name}: cannot decode image: {exc}") from None
-    return np.asarray(rgb, dtype=np.uint8)
+    return orient(rgb, orientation)
 
 
 def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the image header (Pillow reads the header only)."""
+    """(width, height) of the upright image (EXIF orientation applied), from the header only."""
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
-            return int(im.size[0]), int(im.size[1])
+            w, h = int(im.size[0]), int(im.size[1])
+            return (h, w) if _orientation(im) >= 5 else (w, h)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise InputError(f"{path.name}: cannot read image header: {exc}") from None
 
