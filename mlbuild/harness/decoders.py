@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 # Old `model_kind` values -> decoder names.
 ALIASES = {"retinanet": "boxes-scores-labels"}
 GRID_STRIDES = (8, 16, 32)
+DECODER_HINT = "set run param `decoder` to the model's output format (yolox, boxes-scores-labels, ultralytics)"
 
 OutputSpec = Mapping[str, tuple[list[Any], str]]  # name -> (shape, ONNX type string)
 
@@ -177,13 +178,13 @@ def _one_float_output(outputs: OutputSpec, model_name: str, decoder: str, want: 
         raise InputError(
             f"{model_name}: decoder `{decoder}` expects one output {want}, the model has {len(outputs)} "
             f"({', '.join(sorted(outputs))})",
-            hints=["set run param `decoder` to the model's output format (yolox, boxes-scores-labels, ultralytics)"],
+            hints=[DECODER_HINT],
         )
     ((name, (shape, typ)),) = outputs.items()
     if typ != "tensor(float)" or len(shape) != 3:
         raise InputError(
             f"{model_name}: decoder `{decoder}` expects output `{name}` as float {want}, found {typ} {shape}",
-            hints=["set run param `decoder` to the model's output format (yolox, boxes-scores-labels, ultralytics)"],
+            hints=[DECODER_HINT],
         )
     return name, shape
 
@@ -259,7 +260,7 @@ class BoxesScoresLabels:
             raise InputError(
                 f"{model_name}: decoder `{self.name}` expects outputs `boxes`, `scores`, `labels`; missing "
                 + ", ".join(f"`{m}`" for m in missing) + f" (the model has {', '.join(sorted(outputs))})",
-                hints=["set run param `decoder` to the model's output format (yolox, boxes-scores-labels, ultralytics)"],
+                hints=[DECODER_HINT],
             )
         shape, _t = outputs["boxes"]
         if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != 4):
