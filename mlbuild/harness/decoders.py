@@ -177,7 +177,7 @@ def _one_float_output(outputs: OutputSpec, model_name: str, decoder: str, want: 
     if len(outputs) != 1:
         raise InputError(
             f"{model_name}: decoder `{decoder}` expects one output {want}, the model has {len(outputs)} "
-            f"({', '.join(sorted(outputs))})",
+            f"({', '.join(f'`{o}`' for o in sorted(outputs))})",
             hints=[DECODER_HINT],
         )
     ((name, (shape, typ)),) = outputs.items()
@@ -259,7 +259,7 @@ class BoxesScoresLabels:
         if missing:
             raise InputError(
                 f"{model_name}: decoder `{self.name}` expects outputs `boxes`, `scores`, `labels`; missing "
-                + ", ".join(f"`{m}`" for m in missing) + f" (the model has {', '.join(sorted(outputs))})",
+                + ", ".join(f"`{m}`" for m in missing) + f" (the model has {', '.join(f'`{o}`' for o in sorted(outputs))})",
                 hints=[DECODER_HINT],
             )
         shape, _t = outputs["boxes"]
