@@ -259,7 +259,8 @@ class BoxesScoresLabels:
         if missing:
             raise InputError(
                 f"{model_name}: decoder `{self.name}` expects outputs `boxes`, `scores`, `labels`; missing "
-                + ", ".join(f"`{m}`" for m in missing) + f" (the model has {', '.join(f'`{o}`' for o in sorted(outputs))})",
+                + ", ".join(f"`{m}`" for m in missing)
+                + f" (the model has {', '.join(f'`{o}`' for o in sorted(outputs))})",
                 hints=[DECODER_HINT],
             )
         shape, _t = outputs["boxes"]
