@@ -331,3 +331,47 @@ def test_run_param_choices_are_the_registered_decoders():
         assert cls.name == name and 0 <= cls.default_score_threshold <= 1
     assert decoders.resolve_name("", "") == "yolox"
     assert decoders.resolve_name("", "retinanet") == "boxes-scores-labels"
+
+
+def test_yolox_decoder_keeps_the_default_jobs_records(letterboxed16):
+    """The real YOLOX-nano on 16 letterboxed coco128 photos: the decoder protocol's records are
+    bit-identical to the pre-protocol path (``YoloxDecoder.records``), so the default job's
+    accuracy log and mAP do not move."""
+    import onnxruntime as ort
+
+    from mlbuild.harness.postprocess import YoloxDecoder
+
+    from .conftest import YOLOX
+
+    meta = json.loads((letterboxed16 / "meta.json").read_text())
+    x = np.fromfile(letterboxed16 / "tensors.bin", np.float32).reshape(meta["shape"])
+    sess = ort.InferenceSession(str(YOLOX), providers=["CPUExecutionProvider"])
+    old = YoloxDecoder(416, score_threshold=0.001, nms_iou=0.65, max_detections=0)
+    new = decoders.make("yolox", score_threshold=0.001, nms_iou=0.65, max_detections=0)
+    geos = decoders.geometries(meta)
+    total = 0
+    for i, s in enumerate(meta["samples"]):
+        (out,) = sess.run(None, {"images": x[i : i + 1]})
+        want = old.records(out[0], i, s["scale"], s["width"], s["height"])
+        got = decoders.records(new.decode([out[0]], geos[i]), i, geos[i])
+        assert got.tobytes() == want.tobytes(), i
+        total += len(got)
+    assert total > 100
+
+
+def test_boxes_scores_labels_keeps_retinanets_records():
+    """Stretch geometry maps boxes back exactly as MLPerf's RetinaNet post-processing
+    normalises them (box / input size), bit for bit."""
+    from mlbuild.harness.postprocess import retinanet_records
+
+    rng = np.random.default_rng(0)
+    dec = decoders.make("retinanet", score_threshold=0.05, nms_iou=0.5, max_detections=0)
+    for _ in range(300):
+        w, h = (int(v) for v in rng.integers(10, 5000, 2))
+        size = int(rng.choice([300, 800, 1200]))
+        boxes = rng.uniform(0, size, (40, 4)).astype(np.float32)
+        scores = rng.uniform(0, 1, 40).astype(np.float32)
+        labels = rng.integers(0, 264, 40)
+        g = decoders.Geometry("stretch", size, size, w, h, (size / w, size / h))
+        got = decoders.records(dec.decode([boxes, scores, labels], g), 3, g)
+        assert got.tobytes() == retinanet_records(boxes, scores, labels, 3, size, 0.05, 0).tobytes()
