@@ -32,12 +32,12 @@ NMS_IOU = 0.5
 # --- the stand-in graphs -------------------------------------------------------------------------
 
 
-def _save(path: Path, nodes: list, inits: list, outputs: list, batch: Any) -> Path:
+def _save(path: Path, nodes: list, inits: list, outputs: list, batch: Any, size: int = SIZE) -> Path:
     import onnx
     from onnx import TensorProto, helper
 
     graph = helper.make_graph(
-        nodes, path.stem, [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, SIZE, SIZE])],
+        nodes, path.stem, [helper.make_tensor_value_info("images", TensorProto.FLOAT, [batch, 3, size, size])],
         outputs, initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="mlbuild-tests")
@@ -70,21 +70,24 @@ def _mean_nodes(rank: int) -> tuple[list, list]:
     return nodes, [numpy_helper.from_array(shape, "m_shape")]
 
 
-def ultralytics_graph(path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray, np.ndarray]:
+def ultralytics_graph(
+    path: Path, rng: np.random.Generator, size: int = SIZE, classes: int = CLASSES
+) -> tuple[Path, np.ndarray, np.ndarray]:
     """``[N, 4 + C, A]``: cx, cy, w, h in input pixels, then sigmoid class scores."""
     from onnx import TensorProto, helper
 
-    base = np.zeros((1, 4 + CLASSES, ANCHORS), np.float32)
-    base[0, 0:2] = rng.uniform(8, 56, (2, ANCHORS))
-    base[0, 2:4] = rng.uniform(6, 30, (2, ANCHORS))
-    base[0, 4:] = rng.uniform(0.0, 0.6, (CLASSES, ANCHORS))
+    anchors = decoders.grid_anchors(size)
+    base = np.zeros((1, 4 + classes, anchors), np.float32)
+    base[0, 0:2] = rng.uniform(size / 8, size * 7 / 8, (2, anchors))
+    base[0, 2:4] = rng.uniform(size / 10, size / 2, (2, anchors))
+    base[0, 4:] = rng.uniform(0.0, 0.6, (classes, anchors))
     delta = np.zeros_like(base)
-    delta[0, 0:4] = rng.uniform(-4, 4, (4, ANCHORS))
-    delta[0, 4:] = rng.uniform(-0.3, 0.3, (CLASSES, ANCHORS))
+    delta[0, 0:4] = rng.uniform(-size / 16, size / 16, (4, anchors))
+    delta[0, 4:] = rng.uniform(-0.3, 0.3, (classes, anchors))
     mn, mi = _mean_nodes(3)
     an, ai = _affine("output0", base, delta)
-    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 4 + CLASSES, ANCHORS])
-    return _save(path, mn + an, mi + ai, [out], "N"), base, delta
+    out = helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["N", 4 + classes, anchors])
+    return _save(path, mn + an, mi + ai, [out], "N", size), base, delta
 
 
 def yolox_graph(path: Path, rng: np.random.Generator) -> tuple[Path, np.ndarray, np.ndarray]:
