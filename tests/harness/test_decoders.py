@@ -378,3 +378,16 @@ def test_boxes_scores_labels_keeps_retinanets_records():
         g = decoders.Geometry("stretch", size, size, w, h, (size / w, size / h))
         got = decoders.records(dec.decode([boxes, scores, labels], g), 3, g)
         assert got.tobytes() == retinanet_records(boxes, scores, labels, 3, size, 0.05, 0).tobytes()
+
+
+def test_nothing_above_the_threshold_gives_empty_records():
+    g = decoders.Geometry("letterbox", SIZE, SIZE, 100, 80, (0.64, 0.64), (0.0, 6.0))
+    cases = {
+        "ultralytics": [np.zeros((4 + CLASSES, ANCHORS), np.float32)],
+        "yolox": [np.zeros((ANCHORS, 5 + CLASSES), np.float32)],
+        "boxes-scores-labels": [np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64)],
+    }
+    for name, outs in cases.items():
+        dec = decoders.make(name, score_threshold=0.5, nms_iou=0.5, max_detections=0)
+        rec = decoders.records(dec.decode(outs, g), 0, g)
+        assert rec.shape == (0, 7) and rec.dtype == np.float32, name
