@@ -19,6 +19,7 @@ Uses ``ctx.jobs`` processes; the bytes do not depend on it.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.harness import params as hparams
@@ -40,7 +41,6 @@ NEEDS_NETWORK = False
 
 
 def build(ctx: BuildContext) -> None:
-    from mlbuild.builders import preprocess
     from mlbuild.harness import images as himages
 
     p = hparams.resolve(
@@ -54,11 +54,15 @@ def build(ctx: BuildContext) -> None:
         },
     )
     spec = replace(himages.PRESETS["yolox"], size=p["size"], pad=p["pad"])
-    preprocess.run(
-        ctx,
-        spec,
-        p["count"],
-        {
+    himages.preprocess_dataset(
+        spec=spec,
+        dataset=Path(ctx.inputs["dataset"]),
+        annotations=Path(ctx.inputs["annotations"]),
+        count=p["count"],
+        out=Path(ctx.out),
+        jobs=int(ctx.jobs),
+        log=ctx.log,
+        extra_meta={
             "channel_order": "BGR",
             "count": p["count"],
             "pad": p["pad"],

@@ -10,8 +10,9 @@ Before the LoadGen starts, the model's input (type, channels, height, width), it
 is an ``InputError`` naming the file.
 
 LoadGen settings start from the LoadGen's embedded ``mlperf.conf`` for (the decoder's
-``mlperf_model``: ``yolox``, ``retinanet`` or ``yolo``, scenario); the round's three seeds are then set explicitly, and every param that
-is not at its "keep" value (negative, or 0 where noted) overrides its setting.
+``mlperf_model``: ``yolox``, ``retinanet`` or ``yolo``, scenario); the round's three seeds are
+then set explicitly, and every param that is not at its "keep" value (negative, or 0 where
+noted) overrides its setting.
 
 Output (``ctx.out``): the LoadGen logs (``mlperf_log_summary.txt``, ``mlperf_log_detail.txt``,
 ``mlperf_log_accuracy.json``; with mode ``both`` under ``accuracy/`` and ``performance/``),

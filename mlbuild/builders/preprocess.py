@@ -26,7 +26,6 @@ from typing import Any
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.errors import InputError
-from mlbuild.harness import coco
 from mlbuild.harness import params as hparams
 
 NAME = "preprocess"
@@ -91,21 +90,13 @@ def spec_from_params(p: dict[str, Any]) -> Any:
     return spec
 
 
-def run(ctx: BuildContext, spec: Any, count: int, extra_meta: dict[str, Any]) -> None:
-    """Preprocess ``count`` images (0 = all) of the inputs with ``spec`` into ``ctx.out``."""
-    from mlbuild.harness import images as himages
-
-    doc = coco.load_annotations(Path(ctx.inputs["annotations"]))
-    images = doc["images"]
-    if count:
-        images = images[:count]
-    himages.write_tensors(
-        spec=spec, dataset=Path(ctx.inputs["dataset"]), images=images, out=Path(ctx.out),
-        jobs=max(1, int(ctx.jobs)), log=ctx.log, extra_meta=extra_meta,
-    )
-
-
 def build(ctx: BuildContext) -> None:
     p = hparams.resolve(NAME, PARAMS, ctx.params, {"count": hparams.non_negative})
     spec = spec_from_params(p)
-    run(ctx, spec, p["count"], dict(spec.meta(), count=p["count"], preprocess=p["preset"]))
+    from mlbuild.harness import images as himages
+
+    himages.preprocess_dataset(
+        spec=spec, dataset=Path(ctx.inputs["dataset"]), annotations=Path(ctx.inputs["annotations"]),
+        count=p["count"], out=Path(ctx.out), jobs=int(ctx.jobs), log=ctx.log,
+        extra_meta=dict(spec.meta(), count=p["count"], preprocess=p["preset"]),
+    )

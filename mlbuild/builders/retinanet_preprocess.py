@@ -12,6 +12,7 @@ processes; the bytes do not depend on it.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from mlbuild.builders import BuildContext, Param
 from mlbuild.harness import params as hparams
@@ -32,18 +33,21 @@ NEEDS_NETWORK = False
 
 
 def build(ctx: BuildContext) -> None:
-    from mlbuild.builders import preprocess
     from mlbuild.harness import images as himages
 
     p = hparams.resolve(
         NAME, PARAMS, ctx.params, {"size": hparams.positive, "count": hparams.non_negative}
     )
     spec = replace(himages.PRESETS["retinanet"], size=p["size"])
-    preprocess.run(
-        ctx,
-        spec,
-        p["count"],
-        {
+    himages.preprocess_dataset(
+        spec=spec,
+        dataset=Path(ctx.inputs["dataset"]),
+        annotations=Path(ctx.inputs["annotations"]),
+        count=p["count"],
+        out=Path(ctx.out),
+        jobs=int(ctx.jobs),
+        log=ctx.log,
+        extra_meta={
             "channel_order": "RGB",
             "count": p["count"],
             "preprocess": "retinanet",

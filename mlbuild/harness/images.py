@@ -400,6 +400,20 @@ def write_tensors(
     return meta
 
 
+def preprocess_dataset(
+    *, spec: Preprocess, dataset: Path, annotations: Path, count: int, out: Path, jobs: int,
+    log: Callable[[str], None], extra_meta: dict[str, Any],
+) -> dict[str, Any]:
+    """The body of the preprocessing builders: the first ``count`` images (0 = all) of the
+    ``annotations`` input's ``annotations.json``, preprocessed with ``spec`` into ``out``."""
+    from mlbuild.harness import coco
+
+    doc = coco.load_annotations(Path(annotations))
+    items = doc["images"][:count] if count else doc["images"]
+    return write_tensors(spec=spec, dataset=Path(dataset), images=items, out=Path(out), jobs=max(1, jobs), log=log,
+                         extra_meta=extra_meta)
+
+
 def read_meta(inp: Path) -> tuple[dict[str, Any], Path]:
     """Read and check a preprocessed-tensors input: returns (meta, path of tensors.bin)."""
     inp = Path(inp)
