@@ -10,9 +10,9 @@ point, so letterboxed pixels can differ from it by one grey level).
 Images are decoded as MLPerf's reference decodes them, ``cv2.imread(path)`` (OpenCV, flag
 ``IMREAD_COLOR``), with Pillow: the EXIF orientation is applied (1-8: flips and quarter turns;
 :func:`image_size` reports the oriented size too), greyscale is replicated to three channels,
-alpha is dropped, and a CMYK JPEG is converted with OpenCV's integer formula (per channel
-``k - ((255 - x) * k >> 8)`` on the stored, Adobe-inverted values) rather than Pillow's, which
-differs by up to 2 levels. ``tests/harness/test_image_decode.py`` holds this to OpenCV.
+alpha is dropped, 16-bit greyscale keeps its high byte, and a CMYK JPEG is converted with
+OpenCV's integer formula (per channel ``k - ((255 - x) * k >> 8)`` on the stored,
+Adobe-inverted values) rather than Pillow's, which differs by up to 2 levels. ``tests/harness/test_image_decode.py`` holds this to OpenCV.
 
 Preprocessing is parameters (:class:`Preprocess`): letterbox (keep aspect, pad) or stretch,
 size, placement, channel order, value range, mean/std; :data:`PRESETS` names the sets the
@@ -98,6 +98,10 @@ def decode_rgb(path: Path) -> NDArray[np.uint8]:
             orientation = _orientation(im)
             if im.mode == "CMYK" and im.format == "JPEG":
                 rgb = _cmyk_like_opencv(im)
+            elif im.mode.startswith("I;16"):
+                # 16-bit greyscale: OpenCV keeps the high byte (Pillow's RGB conversion clips)
+                grey = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+                rgb = np.repeat(grey[:, :, None], 3, axis=2)
             else:
                 rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
     except (OSError, UnidentifiedImageError, ValueError) as exc:

@@ -98,6 +98,14 @@ def test_other_modes_as_opencv(tmp_path, mode):
     np.testing.assert_array_equal(images.decode_rgb(path), _opencv_rgb(path))
 
 
+def test_16_bit_greyscale_png_as_opencv(tmp_path):
+    grey = np.random.default_rng(8).integers(0, 65536, (20, 30), dtype=np.uint16)
+    path = tmp_path / "grey16.png"
+    assert cv2.imwrite(str(path), grey)
+    assert Image.open(path).mode == "I;16"
+    np.testing.assert_array_equal(images.decode_rgb(path), _opencv_rgb(path))
+
+
 def test_rotated_photo_passes_the_size_check_and_is_preprocessed_upright(tmp_path):
     """An orientation-6 photo annotated with its upright size (as COCO tools and OpenCV see it)
     is preprocessed; its tensor is the yolox preset applied to OpenCV's pixels."""
