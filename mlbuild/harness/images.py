@@ -12,7 +12,8 @@ Images are decoded as MLPerf's reference decodes them, ``cv2.imread(path)`` (Ope
 :func:`image_size` reports the oriented size too), greyscale is replicated to three channels,
 alpha is dropped, 16-bit greyscale keeps its high byte, and a CMYK JPEG is converted with
 OpenCV's integer formula (per channel ``k - ((255 - x) * k >> 8)`` on the stored,
-Adobe-inverted values) rather than Pillow's, which differs by up to 2 levels. ``tests/harness/test_image_decode.py`` holds this to OpenCV.
+Adobe-inverted values) rather than Pillow's, which differs by up to 2 levels.
+``tests/harness/test_image_decode.py`` holds this to OpenCV.
 
 Preprocessing is parameters (:class:`Preprocess`): letterbox (keep aspect, pad) or stretch,
 size, placement, channel order, value range, mean/std; :data:`PRESETS` names the sets the
