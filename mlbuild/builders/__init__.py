@@ -43,6 +43,7 @@ REGISTRY: dict[str, str] = {
     "openimages-to-coco": "openimages_to_coco",
     "openimages-layout": "openimages_layout",
     "retinanet-preprocess": "retinanet_preprocess",
+    "preprocess": "preprocess",  # image preprocessing as parameters (letterbox/retinanet-preprocess are presets)
     "python-env": "python_env",
     "loadgen-wheel": "loadgen_wheel",
     "mlperf-run": "mlperf_run",

@@ -1,10 +1,11 @@
-"""YOLOX letterbox preprocessing -> ``tensors.bin`` + ``meta.json``.
+"""YOLOX letterbox preprocessing -> ``tensors.bin`` + ``meta.json``: the ``preprocess``
+builder's ``yolox`` preset, with its ``size`` and ``pad``.
 
 Inputs: ``dataset`` (the image root that ``file_name`` entries are relative to) and
 ``annotations`` (a directory with ``annotations.json``; its ``images`` order is the sample
 order). For each of the first ``count`` images (0 = all):
 
-1. decode with Pillow to RGB (EXIF orientation not applied);
+1. decode as ``cv2.imread`` does (EXIF orientation applied; ``harness.images.decode_rgb``);
 2. resize keeping the aspect ratio so it fits ``size x size`` (``r = min(size/h, size/w)``,
    new size ``int(w*r) x int(h*r)``), bilinear on OpenCV's ``INTER_LINEAR`` grid (half-pixel
    centres, no antialias), rounded to 8 bits as YOLOX's ``cv2.resize`` on uint8 does;
@@ -17,10 +18,10 @@ Uses ``ctx.jobs`` processes; the bytes do not depend on it.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mlbuild.builders import BuildContext, Param
-from mlbuild.harness import coco
 from mlbuild.harness import params as hparams
 
 NAME = "letterbox"
@@ -52,19 +53,14 @@ def build(ctx: BuildContext) -> None:
             "count": hparams.non_negative,
         },
     )
-    doc = coco.load_annotations(Path(ctx.inputs["annotations"]))
-    images = doc["images"]
-    if p["count"]:
-        images = images[: p["count"]]
-    himages.write_tensors(
-        recipe="letterbox",
-        params={"size": p["size"], "pad": p["pad"]},
+    spec = replace(himages.PRESETS["yolox"], size=p["size"], pad=p["pad"])
+    himages.preprocess_dataset(
+        spec=spec,
         dataset=Path(ctx.inputs["dataset"]),
-        images=images,
+        annotations=Path(ctx.inputs["annotations"]),
+        count=p["count"],
         out=Path(ctx.out),
-        channels=3,
-        size=p["size"],
-        jobs=max(1, int(ctx.jobs)),
+        jobs=int(ctx.jobs),
         log=ctx.log,
         extra_meta={
             "channel_order": "BGR",

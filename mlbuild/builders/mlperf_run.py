@@ -6,12 +6,13 @@ from ``letterbox`` / ``retinanet-preprocess``) and ``annotations`` (``annotation
 preprocessed samples must be its first images, in order).
 
 Before the LoadGen starts, the model's input (type, channels, height, width), its outputs
-(for ``model_kind``), the tensor file's size and the sample lists are checked; any mismatch
+(for the ``decoder``), the tensor file's size and the sample lists are checked; any mismatch
 is an ``InputError`` naming the file.
 
-LoadGen settings start from the LoadGen's embedded ``mlperf.conf`` for (MLPerf's model name,
-``retinanet`` or ``yolo``, scenario); the round's three seeds are then set explicitly, and every param that
-is not at its "keep" value (negative, or 0 where noted) overrides its setting.
+LoadGen settings start from the LoadGen's embedded ``mlperf.conf`` for (the decoder's
+``mlperf_model``, MLPerf's model name: ``yolo`` for the YOLOX and Ultralytics heads, ``retinanet``;
+scenario); the round's three seeds are then set explicitly, and every param that is not at its
+"keep" value (negative, or 0 where noted) overrides its setting.
 
 Output (``ctx.out``): the LoadGen logs (``mlperf_log_summary.txt``, ``mlperf_log_detail.txt``,
 ``mlperf_log_accuracy.json``; with mode ``both`` under ``accuracy/`` and ``performance/``),

@@ -1,19 +1,20 @@
-"""MLPerf RetinaNet preprocessing -> ``tensors.bin`` + ``meta.json``.
+"""MLPerf RetinaNet preprocessing -> ``tensors.bin`` + ``meta.json``: the ``preprocess``
+builder's ``retinanet`` preset, with its ``size``.
 
 As the MLPerf reference (``pre_process_openimages_retinanet``): decode, convert to RGB,
 resize to ``size x size`` without keeping the aspect ratio (bilinear on OpenCV's
-``INTER_LINEAR`` grid, in float32), divide by 255, store float32 NCHW. Decoding is Pillow's
-(EXIF orientation not applied). Inputs ``dataset`` and ``annotations`` as for ``letterbox``;
+``INTER_LINEAR`` grid, in float32), divide by 255, store float32 NCHW. Decoding is as
+``cv2.imread`` (EXIF orientation applied). Inputs ``dataset`` and ``annotations`` as for ``letterbox``;
 each sample's ``scale`` in ``meta.json`` is ``[size/width, size/height]``. Uses ``ctx.jobs``
 processes; the bytes do not depend on it.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from mlbuild.builders import BuildContext, Param
-from mlbuild.harness import coco
 from mlbuild.harness import params as hparams
 
 NAME = "retinanet-preprocess"
@@ -37,19 +38,14 @@ def build(ctx: BuildContext) -> None:
     p = hparams.resolve(
         NAME, PARAMS, ctx.params, {"size": hparams.positive, "count": hparams.non_negative}
     )
-    doc = coco.load_annotations(Path(ctx.inputs["annotations"]))
-    images = doc["images"]
-    if p["count"]:
-        images = images[: p["count"]]
-    himages.write_tensors(
-        recipe="retinanet",
-        params={"size": p["size"]},
+    spec = replace(himages.PRESETS["retinanet"], size=p["size"])
+    himages.preprocess_dataset(
+        spec=spec,
         dataset=Path(ctx.inputs["dataset"]),
-        images=images,
+        annotations=Path(ctx.inputs["annotations"]),
+        count=p["count"],
         out=Path(ctx.out),
-        channels=3,
-        size=p["size"],
-        jobs=max(1, int(ctx.jobs)),
+        jobs=int(ctx.jobs),
         log=ctx.log,
         extra_meta={
             "channel_order": "RGB",

@@ -6,9 +6,11 @@ pycocotools and the LoadGen are imported inside the functions that use them, bec
 builders run in a subprocess whose ``sys.path`` holds a locked environment.
 
 - :mod:`.coco`: the COCO-80 class table and COCO-format annotation helpers.
-- :mod:`.images`: JPEG decoding, bilinear resizing, letterbox / RetinaNet preprocessing and
-  the parallel tensor writer.
-- :mod:`.postprocess`: YOLOX decode + NMS, RetinaNet output conversion, the accuracy-log record.
+- :mod:`.images`: image decoding as ``cv2.imread`` (EXIF orientation, CMYK), bilinear
+  resizing, preprocessing as parameters (``Preprocess``, ``PRESETS``) and the parallel tensor writer.
+- :mod:`.decoders`: the output decoder protocol and registry (``yolox``, ``boxes-scores-labels``,
+  ``ultralytics``), sample geometry, the accuracy-log record.
+- :mod:`.postprocess`: YOLOX grid decode + NMS, RetinaNet output conversion (the reference).
 - :mod:`.sut`: the ONNX Runtime session, QSL and SUT driven by the LoadGen.
 - :mod:`.accuracy`: ``mlperf_log_accuracy.json`` -> COCOeval mAP.
 - :mod:`.logs`: parsers for ``mlperf_log_summary.txt`` and ``mlperf_log_detail.txt``.

@@ -178,7 +178,8 @@ def render(result: dict[str, Any], timelines: dict[str, Any]) -> str:
     """The report for one run. ``timelines`` maps a phase name to a ``sut.Timeline``."""
     params = result.get("params", {})
     metrics = result.get("metrics", {})
-    title = f"mlbuild run: {params.get('model_kind', '?')} {params.get('scenario', '?')} {params.get('mode', '?')}"
+    kind = params.get("decoder") or params.get("model_kind") or "?"
+    title = f"mlbuild run: {kind} {params.get('scenario', '?')} {params.get('mode', '?')}"
     sections = [f"<h1>{html.escape(title)}</h1>"]
     head = [
         ("mAP (%)", metrics.get("mAP")),

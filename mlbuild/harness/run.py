@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
-from mlbuild.harness import coco, images, logs, provenance, sut
+from mlbuild.harness import coco, decoders, images, logs, provenance, sut
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -15,19 +15,13 @@ if TYPE_CHECKING:
     from mlbuild.builders import BuildContext
 
 RESULT_SCHEMA = 1
-MODEL_DEFAULT_SCORE_THRESHOLD = {"yolox": 0.001, "retinanet": 0.05}
-# MLPerf's model name, for the mlperf.conf lookups: the embedded conf knows `retinanet` and `yolo`
-# (v6.0's `yolo-95`/`yolo-99` edge benchmarks; e.g. performance_sample_count 64), never `yolox`
-MLPERF_MODEL_NAME = {"yolox": "yolo", "retinanet": "retinanet"}
 # the LoadGen logs of an accuracy part that a submission needs; kept as side outputs (ctx.side)
 ACCURACY_SIDE_LOGS = ("mlperf_log_detail.txt", "mlperf_log_summary.txt")
-PREPROCESS_FOR = {"yolox": "letterbox", "retinanet": "retinanet"}
 
 
-def check_inputs(
-    *, meta: dict[str, Any], annotations: dict[str, Any], model_kind: str
-) -> None:
-    """The preprocessed samples must be a prefix of the annotations' images, for this model."""
+def check_inputs(*, meta: dict[str, Any], annotations: dict[str, Any]) -> None:
+    """The preprocessed samples must be a prefix of the annotations' images, each with the
+    geometry its decoding needs."""
     n = meta["shape"][0]
     imgs = annotations["images"]
     if n > len(imgs):
@@ -46,16 +40,7 @@ def check_inputs(
                 f"meta.json: sample {i} is {s.get('width')}x{s.get('height')}, annotations.json says "
                 f"{a['width']}x{a['height']}"
             )
-    want = PREPROCESS_FOR[model_kind]
-    got = meta.get("preprocess")
-    if got is not None and got != want:
-        raise InputError(
-            f"meta.json: tensors were made by `{got}` preprocessing, model_kind `{model_kind}` needs `{want}`"
-        )
-    if model_kind == "yolox":
-        for i, s in enumerate(meta["samples"]):
-            if not isinstance(s.get("scale"), (int, float)) or s["scale"] <= 0:
-                raise InputError(f"meta.json: sample {i} has no positive letterbox `scale`")
+    decoders.geometries(meta)  # each sample's scale/offset, checked
     h, w = meta["shape"][2:]
     if h != w:
         raise InputError(f"meta.json: tensors are {h}x{w}; the detection models take a square input")
@@ -65,7 +50,8 @@ def _settings(lg: ModuleType, p: dict[str, Any], *, accuracy: bool, n: int) -> A
     s = lg.TestSettings()
     # conf_type 0: the LoadGen's embedded mlperf.conf only (no user.conf, so the
     # process-global "multiple conf files" rule never fires); the path is not read.
-    rc = s.FromConfig("mlperf.conf", MLPERF_MODEL_NAME[p["model_kind"]], p["scenario"], 0)
+    mlperf_model = decoders.DECODERS[decoders.resolve_name(p["decoder"], p["model_kind"])].mlperf_model
+    rc = s.FromConfig("mlperf.conf", mlperf_model, p["scenario"], 0)
     if rc != 0:
         raise RunError(f"the LoadGen could not apply its embedded mlperf.conf (error {rc})")
     s.scenario = getattr(lg.TestScenario, p["scenario"])
@@ -110,8 +96,8 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     model_path = sut.find_model(Path(ctx.inputs["model"]))
     meta, tensors = images.read_meta(Path(ctx.inputs["preprocessed"]))
     annotations = coco.load_annotations(Path(ctx.inputs["annotations"]))
-    kind = p["model_kind"]
-    check_inputs(meta=meta, annotations=annotations, model_kind=kind)
+    kind = decoders.resolve_name(p["decoder"], p["model_kind"])
+    check_inputs(meta=meta, annotations=annotations)
     n = int(meta["shape"][0])
 
     session = sut.make_session(
@@ -122,26 +108,22 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     )
     info = sut.inspect_model(session, model_path.name)
     sut.check_model_against_meta(info, model_path.name, meta)
-    sut.check_outputs(info, model_path.name, kind, int(meta["shape"][2]))
+    threshold = p["score_threshold"]
+    if threshold < 0:
+        threshold = decoders.DECODERS[kind].default_score_threshold
+    decoder = decoders.make(kind, score_threshold=threshold, nms_iou=p["nms_iou"], max_detections=p["max_detections"])
+    output_names = sut.check_outputs(info, model_path.name, decoder, int(meta["shape"][2]))
     if info.fixed_batch is not None:
         batch = info.fixed_batch
         if p["batch_size"] and p["batch_size"] != batch:
             log(f"param batch_size={p['batch_size']} ignored: {model_path.name} has a fixed batch of {batch}")
     else:
         batch = p["batch_size"] or 1
-    if kind == "retinanet" and batch != 1:
+    if not decoder.batched and batch != 1:
         raise InputError(
-            f"{model_path.name}: RetinaNet outputs carry no batch dimension; batch_size must be 1, got {batch}"
+            f"{model_path.name}: decoder `{kind}`'s outputs carry no batch dimension; batch_size must be 1, got {batch}"
         )
-    threshold = p["score_threshold"] if p["score_threshold"] >= 0 else MODEL_DEFAULT_SCORE_THRESHOLD[kind]
-    post = sut.Postprocessor(
-        kind,
-        meta,
-        list(info.outputs),
-        score_threshold=threshold,
-        nms_iou=p["nms_iou"],
-        max_detections=p["max_detections"],
-    )
+    post = sut.Postprocessor(decoder, meta, output_names)
     lg = sut.import_loadgen(p["loadgen"])
     perf_count = min(p["performance_sample_count"], n) if p["performance_sample_count"] > 0 else n
     harness = sut.Harness(lg, session, info, tensors, meta, post, batch, perf_count, log)

@@ -6,9 +6,14 @@ from __future__ import annotations
 from mlbuild.builders import Param
 
 PARAMS = {
+    "decoder": Param(
+        str, "", "output decoding (harness/decoders.py): `yolox` grid [N,A,5+C], `boxes-scores-labels` "
+        "(RetinaNet/SSD post-processed; alias `retinanet`), `ultralytics` YOLOv8/11 head [N,4+C,A]; "
+        "empty = `model_kind`'s, else yolox",
+        ("", "yolox", "boxes-scores-labels", "ultralytics", "retinanet")),
     "model_kind": Param(
-        str, "yolox", "output decoding: YOLOX raw grid output or MLPerf RetinaNet boxes/scores/labels",
-        ("yolox", "retinanet")),
+        str, "", "deprecated, replaced by `decoder` (`yolox`; `retinanet` = decoder `boxes-scores-labels`)",
+        ("", "yolox", "retinanet")),
     "scenario": Param(str, "Offline", "LoadGen scenario", ("Offline", "SingleStream", "Server", "MultiStream")),
     "mode": Param(
         str, "both", "accuracy run, performance run, or both (accuracy first)", ("accuracy", "performance", "both")),

@@ -99,7 +99,7 @@ def key_figures(result: dict[str, Any]) -> dict[str, Any]:
         "scenario": params.get("scenario") or metrics.get("scenario"),
         "mode": params.get("mode"),
         "loadgen": params.get("loadgen"),
-        "model_kind": params.get("model_kind"),
+        "model_kind": params.get("decoder") or params.get("model_kind"),
         "map": metrics.get("mAP"),
         "samples_per_second": metrics.get("samples_per_second"),
         "validity": metrics.get("validity"),
@@ -114,7 +114,7 @@ def format_summary(result: dict[str, Any]) -> str:
     system = result.get("system") or {}
     bar = "=" * 56
     rows: list[tuple[str, str]] = [
-        ("Model kind", str(params.get("model_kind", "-"))),
+        ("Decoder", str(params.get("decoder") or params.get("model_kind") or "-")),
         ("Scenario", str(params.get("scenario") or metrics.get("scenario") or "-")),
         ("Mode", str(params.get("mode", "-"))),
         ("LoadGen", str(params.get("loadgen", "-"))),

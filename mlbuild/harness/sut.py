@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
+from mlbuild.harness import decoders
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -149,74 +150,29 @@ def check_model_against_meta(info: ModelInfo, model_name: str, meta: dict[str, A
             )
 
 
-def check_outputs(info: ModelInfo, model_name: str, model_kind: str, size: int) -> None:
-    if model_kind == "yolox":
-        if len(info.outputs) != 1:
-            raise InputError(f"{model_name}: a YOLOX model has one output, this one has {len(info.outputs)}")
-        (shape, typ), = info.outputs.values()
-        anchors = sum((size // s) ** 2 for s in (8, 16, 32))
-        if typ != "tensor(float)" or len(shape) != 3:
-            raise InputError(f"{model_name}: YOLOX output must be float [1, A, 5+C], got {typ} {shape}")
-        if isinstance(shape[1], int) and shape[1] != anchors:
-            raise InputError(
-                f"{model_name}: YOLOX output has {shape[1]} anchor points, expected {anchors} for a {size}x{size} input"
-            )
-        if isinstance(shape[2], int) and shape[2] != 85:
-            raise InputError(f"{model_name}: YOLOX output has {shape[2]} values per anchor, expected 85 (80 classes)")
-    else:
-        missing = [k for k in ("boxes", "scores", "labels") if k not in info.outputs]
-        if missing:
-            raise InputError(
-                f"{model_name}: a RetinaNet model has outputs `boxes`, `scores`, `labels`; missing "
-                + ", ".join(f"`{m}`" for m in missing)
-            )
+def check_outputs(info: ModelInfo, model_name: str, decoder: decoders.Decoder, size: int) -> list[str]:
+    """The decoder's check of the model's outputs; returns the output names to fetch."""
+    return decoder.check(info.outputs, size, model_name)
 
 
 class Postprocessor:
-    """Turns one batch of session outputs into per-sample float32 accuracy records."""
+    """Turns one batch of session outputs into per-sample float32 accuracy records, through
+    the run's decoder (``harness.decoders``)."""
 
-    def __init__(
-        self,
-        model_kind: str,
-        meta: dict[str, Any],
-        output_names: list[str],
-        *,
-        score_threshold: float,
-        nms_iou: float,
-        max_detections: int,
-    ) -> None:
-        from mlbuild.harness import postprocess
-
-        self.kind = model_kind
-        self.samples = meta["samples"]
-        self.size = int(meta["shape"][2])
-        self.score_threshold = score_threshold
-        self.max_detections = max_detections
-        if model_kind == "yolox":
-            self.output_names = output_names[:1]
-            self.decoder = postprocess.YoloxDecoder(
-                self.size, score_threshold=score_threshold, nms_iou=nms_iou, max_detections=max_detections
-            )
-        else:
-            self.output_names = ["boxes", "scores", "labels"]
-        self._pp = postprocess
+    def __init__(self, decoder: decoders.Decoder, meta: dict[str, Any], output_names: list[str]) -> None:
+        self.decoder = decoder
+        self.output_names = list(output_names)
+        self.geometry = decoders.geometries(meta)
 
     def __call__(self, outputs: list[Any], indices: list[int]) -> list[Any]:
+        dec = self.decoder
+        if not dec.batched and len(indices) != 1:
+            raise RunError(f"decoder `{dec.name}`: outputs carry no batch dimension; batch_size must be 1")
         recs = []
-        if self.kind == "yolox":
-            out = outputs[0]
-            for j, idx in enumerate(indices):
-                s = self.samples[idx]
-                recs.append(self.decoder.records(out[j], idx, s["scale"], s["width"], s["height"]))
-        else:
-            boxes, scores, labels = outputs
-            if len(indices) != 1:
-                raise RunError("retinanet outputs carry no batch dimension; batch_size must be 1")
-            recs.append(
-                self._pp.retinanet_records(
-                    boxes, scores, labels, indices[0], self.size, self.score_threshold, self.max_detections
-                )
-            )
+        for j, idx in enumerate(indices):
+            sample = [o[j] for o in outputs] if dec.batched else list(outputs)
+            g = self.geometry[idx]
+            recs.append(decoders.records(dec.decode(sample, g), idx, g))
         return recs
 
 

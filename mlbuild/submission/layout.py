@@ -37,7 +37,7 @@ class Result:
 
     @property
     def model_kind(self) -> str:
-        return str(self.params.get("model_kind"))
+        return model_kind_of(self.params)
 
     @property
     def scenario(self) -> str:
@@ -72,6 +72,13 @@ class Tree:
     notes: list[str] = field(default_factory=list)
 
 
+def model_kind_of(params: Mapping[str, Any]) -> str:
+    """A run's model family as ``rules.MODELS`` names it: its ``decoder`` (else the older ``model_kind``;
+    ``boxes-scores-labels`` is RetinaNet's)."""
+    name = str(params.get("decoder") or params.get("model_kind") or "yolox")
+    return {"boxes-scores-labels": "retinanet"}.get(name, name)
+
+
 def load_result(label: str, path: Path) -> Result:
     f = path / "result.json"
     try:
@@ -83,9 +90,9 @@ def load_result(label: str, path: Path) -> Result:
         raise InputError(f"{path.name}/result.json: expected an assembled run result (an `mlperf-result` entry), "
                          f"found {'a run part' if isinstance(doc, dict) and 'part' in doc else 'something else'}",
                          hints=["give the run target's entry, not its `-accuracy`/`-performance` part"])
-    kind = doc["params"].get("model_kind")
+    kind = model_kind_of(doc["params"])
     if kind not in rules.MODELS:
-        raise InputError(f"{path.name}/result.json: model_kind {kind!r} has no MLPerf benchmark; expected one of "
+        raise InputError(f"{path.name}/result.json: decoder {kind!r} has no MLPerf benchmark; expected one of "
                          f"{', '.join(sorted(rules.MODELS))}")
     return Result(label, path, doc)
 

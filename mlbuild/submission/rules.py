@@ -42,14 +42,16 @@ ROUND_SEEDS: dict[str, tuple[int, int, int]] = {
 # accuracy_result_check: ACC_PATTERN["mAP"]
 MAP_PATTERN = r".*(?:mAP=|'Total':)\s*([\d.]+)"
 HASH_PATTERN = r"^hash=([0-9a-f]{64})\s*$"
-# model_kind -> (directory name under results/<system>/, the MLPerf benchmark it maps to)
+# decoder (layout.model_kind_of) -> (directory name under results/<system>/, the MLPerf benchmark it maps to)
 MODELS: dict[str, tuple[str, str]] = {
     "retinanet": ("retinanet", "retinanet"),
     # YOLOX-nano is not MLPerf's YOLO: an open-division custom model, mapped by model_mapping.json
     "yolox": ("yolox-nano", "yolo-95"),
+    # an Ultralytics YOLO export (MLPerf's yolo family), submitted as an open model mapped to yolo-95
+    "ultralytics": ("yolo-ultralytics", "yolo-95"),
 }
-# the model names the LoadGen's mlperf.conf knows (harness.run.MLPERF_MODEL_NAME looks settings up under them)
-MLPERF_CONF_NAME = {"yolox": "yolo", "retinanet": "retinanet"}
+# the model names the LoadGen's mlperf.conf knows (the decoders' `mlperf_model`: settings are looked up under them)
+MLPERF_CONF_NAME = {"yolox": "yolo", "ultralytics": "yolo", "retinanet": "retinanet"}
 SCENARIOS = ("Offline", "SingleStream", "MultiStream", "Server")
 # summary.csv's Units per scenario (constants.UNIT_DICT)
 UNITS = {"SingleStream": "Latency (ms)", "MultiStream": "Latency (ms)", "Offline": "Samples/s", "Server": "Queries/s"}

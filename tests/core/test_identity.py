@@ -110,7 +110,8 @@ def test_editing_images_changes_exactly_the_builders_that_use_it(pkg: Path) -> N
     before = identities(pkg)
     append(pkg / "harness" / "images.py", "# an edit\n")
     after = identities(pkg)
-    assert changed(before, after) == {"letterbox", "retinanet-preprocess", "coco128-to-coco", "mlperf-run"}
+    users = {"letterbox", "retinanet-preprocess", "preprocess", "coco128-to-coco", "mlperf-run"}
+    assert changed(before, after) == users
     assert "python-env" not in changed(before, after)
 
 

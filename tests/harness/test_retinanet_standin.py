@@ -192,7 +192,8 @@ def test_retinanet_low_scores_dropped(tmp_path, oi_pre, oi_ann):
 def test_retinanet_interface_checks(tmp_path, oi_pre, oi_ann, letterboxed16, coco_ann):
     bad = _standin_model(tmp_path / "bad.onnx", outputs=("boxes", "scores"))
     with pytest.raises(
-        InputError, match=r"bad\.onnx: a RetinaNet model has outputs `boxes`, `scores`, `labels`; missing `labels`"
+        InputError,
+        match=r"bad\.onnx: decoder `boxes-scores-labels` expects outputs `boxes`, `scores`, `labels`; missing `labels`",
     ):
         build("mlperf-run", tmp_path / "r1",
               inputs={"env": tmp_path, "model": bad, "preprocessed": oi_pre, "annotations": oi_ann},

@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 OWN = sorted(
     [
         REPO / "mlbuild" / "builders" / f"{m}.py"
-        for m in ("coco128_to_coco", "letterbox", "openimages_to_coco", "retinanet_preprocess", "mlperf_run")
+        for m in ("coco128_to_coco", "letterbox", "openimages_to_coco", "retinanet_preprocess", "mlperf_run",
+                  "preprocess")
     ]
     + list((REPO / "mlbuild" / "harness").glob("*.py"))
 )
@@ -49,7 +50,7 @@ def test_top_level_imports_and_no_print(path):
 
 
 @pytest.mark.parametrize(
-    "name", ["coco128-to-coco", "letterbox", "openimages-to-coco", "retinanet-preprocess", "mlperf-run"]
+    "name", ["coco128-to-coco", "letterbox", "openimages-to-coco", "retinanet-preprocess", "mlperf-run", "preprocess"]
 )
 def test_builder_protocol(name):
     from mlbuild.builders import Param, load

@@ -213,7 +213,7 @@ def test_sample_count_and_order_mismatch(tmp_path, letterboxed16, coco_ann):
 
 def test_wrong_model_kind_and_params(tmp_path, letterboxed16, coco_ann):
     with pytest.raises(
-        InputError, match=r"made by `letterbox` preprocessing, model_kind `retinanet` needs `retinanet`"
+        InputError, match=r"decoder `boxes-scores-labels` expects outputs `boxes`, `scores`, `labels`; missing"
     ):
         _run(tmp_path, "r1", letterboxed16, coco_ann, model_kind="retinanet", **FAST)
     with pytest.raises(InputError, match=r"param `scenario` must be one of"):
