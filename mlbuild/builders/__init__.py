@@ -39,6 +39,7 @@ from typing import Any
 # listing builders imports nothing heavy and a typo is a clear error.
 REGISTRY: dict[str, str] = {
     "coco128-to-coco": "coco128_to_coco",
+    "coco-dataset": "coco_dataset",  # a COCO JSON + its images; openimages-to-coco is its MLPerf-layout case
     "letterbox": "letterbox",
     "openimages-to-coco": "openimages_to_coco",
     "openimages-layout": "openimages_layout",

@@ -135,7 +135,7 @@ def test_openimages_bad_inputs(tmp_path, oi):
         build("openimages-to-coco", tmp_path / "a", inputs={"dataset": tmp_path})
     root = _openimages(tmp_path / "broken")
     (root / "validation" / "data" / "0a1b.jpg").unlink()
-    with pytest.raises(InputError, match=r"image `validation/data/0a1b\.jpg` \(id \d+\) is missing"):
+    with pytest.raises(InputError, match=r"1 of the 2 selected images are missing from the images input: validation/data/0a1b\.jpg \(id \d+\)"):
         build("openimages-to-coco", tmp_path / "b", inputs={"dataset": root}, params={"count": 2})
     src = root / "annotations" / "openimages-mlperf.json"
     doc = json.loads(src.read_text())
