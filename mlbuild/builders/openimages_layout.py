@@ -19,8 +19,8 @@ import shutil
 from pathlib import Path
 
 from mlbuild.builders import BuildContext, Param
-from mlbuild.builders import coco_dataset as cds
 from mlbuild.errors import InputError
+from mlbuild.harness import datasets
 
 NAME = "openimages-layout"
 VERSION = 2
@@ -38,7 +38,7 @@ NEEDS_ENV = False
 
 def build(ctx: BuildContext) -> None:
     name = str(ctx.params.get("annotations_json", "openimages-mlperf.json"))
-    src = cds.find_annotations_file(Path(ctx.inputs["annotations"]), name, param="annotations_json")
+    src = datasets.find_annotations_file(Path(ctx.inputs["annotations"]), name, param="annotations_json")
     (ctx.out / "annotations").mkdir(parents=True)
     shutil.copyfile(src, ctx.out / "annotations" / "openimages-mlperf.json")
     images = Path(ctx.inputs["images"]) / "validation" / "data"

@@ -10,7 +10,7 @@ openimages_mlperf.sh`` (``openimages.py``) produces and its ``accuracy-openimage
   annotations carry ``iscrowd`` = Open Images' ``IsGroupOf`` plus extra Open Images flags;
 - ``validation/data/<ImageID>.jpg``: the images.
 
-This is ``coco-dataset`` (``mlbuild.builders.coco_dataset.convert``, same checks and output
+This is ``coco-dataset`` (``mlbuild.harness.datasets.convert``, same checks and output
 format) with that layout's paths as defaults and one difference: the sample order is by
 ``file_name`` (the source's ImageID order). Output ``annotations.json``: the first ``count``
 images (0 = all) -- a prefix of the ImageID order, unlike CM's ``_500``, which is a seeded random
@@ -25,9 +25,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from mlbuild.builders import BuildContext, Param
-from mlbuild.builders import coco_dataset as cds
 from mlbuild.errors import InputError
-from mlbuild.harness import coco
+from mlbuild.harness import coco, datasets
 from mlbuild.harness import params as hparams
 
 NAME = "openimages-to-coco"
@@ -46,8 +45,8 @@ NEEDS_NETWORK = False
 def build(ctx: BuildContext) -> None:
     p = hparams.resolve(NAME, PARAMS, ctx.params, {"count": hparams.non_negative})
     root = Path(ctx.inputs["dataset"])
-    src_rel = cds.relative(p["annotations_file"], f"builder `{NAME}`: param `annotations_file`").as_posix()
-    img_rel = cds.relative(p["images_dir"], f"builder `{NAME}`: param `images_dir`").as_posix()
+    src_rel = datasets.relative(p["annotations_file"], f"builder `{NAME}`: param `annotations_file`").as_posix()
+    img_rel = datasets.relative(p["images_dir"], f"builder `{NAME}`: param `images_dir`").as_posix()
     if src_rel in ("", ".") or img_rel in ("", "."):
         raise InputError(f"builder `{NAME}`: params `annotations_file` and `images_dir` must not be empty")
     src = root / src_rel
@@ -57,7 +56,7 @@ def build(ctx: BuildContext) -> None:
     if not (root / img_rel).is_dir():
         raise InputError(f"{img_rel}: no such directory in the dataset",
                          hints=["`dataset` must be MLPerf's Open Images layout (`openimages-layout` builds it)"])
-    doc = cds.convert(
+    doc = datasets.convert(
         src,
         root,
         count=p["count"],
