@@ -69,6 +69,8 @@ def test_retinanet_locks_and_runs_on_standins(project: Project, tmp_path: Path) 
     assert result["metrics"]["mAP"] == 100.0, "the stand-in finds every generated box, of its class"
     assert result["accuracy"]["detections"] == 2 * len(SIZES)
     assert "nms_iou" not in result["params"]
+    assert result["categories"]["label_map"] == "id" and result["categories"]["scored"] == list(range(8))
+    assert result["accuracy"]["dropped"] == {"detections": 0, "labels": {}} and "warnings" not in result
     assert re.search(r"mAP=100\.000%", (out / "accuracy.txt").read_text())
     assert fetched == 1, "locking put the bytes in the store; realize fetched nothing again"
     shown = json.loads(project.run("show", "openimages-first500-retinanet", "--json").stdout)
