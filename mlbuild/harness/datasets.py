@@ -5,6 +5,7 @@ its case for MLPerf's own Open Images layout."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -13,6 +14,11 @@ from mlbuild.errors import InputError
 from mlbuild.harness import coco
 
 MAX_LISTED = 5
+
+
+def _named(root: Path, name: str) -> list[Path]:
+    """Every file named exactly ``name`` under ``root`` (no glob: names may hold ``[`` or ``*``)."""
+    return sorted(Path(d) / name for d, _dirs, files in os.walk(root) if name in files)
 
 
 def relative(value: str, what: str) -> PurePosixPath:
@@ -42,7 +48,7 @@ def find_annotations_file(inp: Path, name: str, *, param: str = "annotations_fil
         exact = inp.joinpath(*rel.parts)
         if exact.is_file():
             return exact
-        found = sorted(p for p in inp.rglob(rel.name) if p.is_file()) if len(rel.parts) == 1 else []
+        found = [p for p in _named(inp, rel.name) if p.is_file()] if len(rel.parts) == 1 else []
         if len(found) == 1:
             return found[0]
         where = [p.relative_to(inp).as_posix() for p in found]
@@ -108,7 +114,7 @@ def _images_prefix(root: Path, first: str, images_dir: str) -> PurePosixPath:
     if root.joinpath(*target.parts).is_file():
         return PurePosixPath("")
     prefixes = set()
-    for p in root.rglob(target.name):
+    for p in _named(root, target.name):
         rel = PurePosixPath(p.relative_to(root).as_posix())
         if p.is_file() and rel.parts[len(rel.parts) - len(target.parts):] == target.parts:
             prefixes.add(PurePosixPath(*rel.parts[: len(rel.parts) - len(target.parts)]))

@@ -127,6 +127,14 @@ def test_images_directory_is_found_inside_an_unpacked_archive(tmp_path: Path, gt
     doc = _build("coco-dataset", tmp_path / "out2", {"annotations": gt_file, "images": imgs},
                  {"images_dir": "coco/val2017", "count": 1})
     assert doc["images"][0]["file_name"] == "coco/val2017/c.jpg"
+    # names are names, not glob patterns
+    odd = _gt()
+    odd["images"][1]["file_name"] = "c[1].jpg"
+    odd_file = tmp_path / "odd.json"
+    odd_file.write_text(json.dumps(odd))
+    _images(imgs, ["c[1].jpg"], sub="coco/val2017")
+    doc = _build("coco-dataset", tmp_path / "odd", {"annotations": odd_file, "images": imgs}, {"count": 1})
+    assert doc["images"][0]["file_name"] == "coco/val2017/c[1].jpg"
     # the same names in two places: which one is meant cannot be guessed
     _images(imgs, ["c.jpg"], sub="copy")
     with pytest.raises(InputError, match=r"holds `c\.jpg` under 2 directories \(coco/val2017, copy\)"):

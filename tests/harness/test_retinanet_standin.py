@@ -313,3 +313,19 @@ def test_retinanet_interface_checks(tmp_path, oi_pre, oi_ann, letterboxed16, coc
         build("mlperf-run", tmp_path / "r3",
               inputs={"env": tmp_path, "model": good, "preprocessed": oi_pre, "annotations": coco_ann},
               params={"model_kind": "retinanet"})
+
+
+def test_nms_iou_is_a_yolox_param_only():
+    from mlbuild.errors import UsageError
+    from mlbuild.harness import runparams
+
+    base = {k: p.default for k, p in runparams.PARAMS.items()}
+    retina = runparams.for_kind(dict(base, model_kind="retinanet"))
+    assert "nms_iou" not in retina and retina["score_threshold"] == base["score_threshold"]
+    assert runparams.for_kind(dict(base, model_kind="yolox", nms_iou=0.5))["nms_iou"] == 0.5
+
+    def err(msg: str, key: str) -> UsageError:
+        return UsageError(f"{key}: {msg}")
+
+    with pytest.raises(UsageError, match=r"nms_iou: parameter `nms_iou` applies to model_kind yolox, not `retinanet`"):
+        runparams.for_kind(dict(base, model_kind="retinanet", nms_iou=0.5), err)
