@@ -6,6 +6,7 @@ its case for MLPerf's own Open Images layout."""
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -84,7 +85,7 @@ def _select(images: list[dict[str, Any]], ids: Sequence[Any], count: int, source
         bad = [i for i in ids if not isinstance(i, int) or isinstance(i, bool)]
         if bad:
             raise InputError(f"param `ids` must list integer image ids, got {bad[0]!r}")
-        dupes = sorted({i for i in ids if list(ids).count(i) > 1})
+        dupes = sorted(i for i, k in Counter(ids).items() if k > 1)
         if dupes:
             raise InputError(f"param `ids` lists image id {dupes[0]} more than once")
         known = {im["id"] for im in images}
