@@ -243,6 +243,9 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
             return UsageError(f"`{name}`: {msg}")
 
         params = check_params(d.builder, mod.PARAMS, given, err)
+        narrow = getattr(mod, "identity_params", None)  # leaves out params the others make unread
+        if narrow is not None:
+            params = narrow(params, err)
         inputs = dict(d.inputs)
         if d.envs:
             backend = params.get("loadgen")

@@ -14,6 +14,9 @@ importing anything heavy (numpy, onnxruntime... are imported inside ``build``):
   (compiling Rust crates); everything else runs without network where possible;
 - ``EXCLUSIVE``: True for builders that measure the machine (``mlperf-run``): the realizer
   runs them with nothing else running beside them (default False);
+- ``identity_params(params, err) -> params`` (optional): the typed params without those the
+  others make unread (they leave the derivation's identity); ``err(message, key)`` makes the
+  error to raise for such a param set to a non-default value;
 - ``build(ctx: BuildContext) -> None``: reads ``ctx.inputs`` (read-only store
   paths), writes its output into ``ctx.out`` (an empty directory that exists),
   logs through ``ctx.log`` and raises :class:`mlbuild.errors.InputError` (or
@@ -39,6 +42,7 @@ from typing import Any
 # listing builders imports nothing heavy and a typo is a clear error.
 REGISTRY: dict[str, str] = {
     "coco128-to-coco": "coco128_to_coco",
+    "coco-dataset": "coco_dataset",  # a COCO JSON + its images; openimages-to-coco is its MLPerf-layout case
     "letterbox": "letterbox",
     "openimages-to-coco": "openimages_to_coco",
     "openimages-layout": "openimages_layout",

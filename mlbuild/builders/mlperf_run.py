@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from mlbuild.builders import BuildContext
 from mlbuild.harness import params as hparams
+from mlbuild.harness import runparams
 from mlbuild.harness.runparams import PARAMS as RUN_PARAMS
 
 NAME = "mlperf-run"
@@ -42,6 +43,8 @@ NEEDS_NETWORK = False
 # A run measures the machine: the realizer starts it only when nothing else runs, and nothing
 # beside it (its accuracy and performance parts run one after the other, as one process did).
 EXCLUSIVE = True
+# params a run's model_kind does not read (nms_iou for RetinaNet) are out of its identity
+identity_params = runparams.for_kind
 
 
 def _unit_interval(v: float) -> str | None:

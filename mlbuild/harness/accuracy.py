@@ -5,6 +5,11 @@ Each entry's ``data`` is the hex of float32 records ``[idx, ymin, xmin, ymax, xm
 label]`` (normalised box, ``label`` = category id). Records are turned back into pixel
 ``[x, y, w, h]`` with the original image size, and evaluated with pycocotools ``COCOeval``
 (``bbox``) on the images that were run. A sample issued more than once counts once.
+
+The ground truth's categories are what is scored: each record's label goes through the run's
+label map (:mod:`mlbuild.harness.categories`; default: a label is the category of that id), and a
+detection whose label maps to no ground-truth category is dropped and counted (``dropped``),
+as pycocotools' ``COCOeval`` ignores detections of categories the ground truth lacks.
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ import contextlib
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
+
+if TYPE_CHECKING:
+    from mlbuild.harness.categories import LabelMap
 
 
 def read_accuracy_log(path: Path) -> dict[int, bytes]:
@@ -36,11 +44,15 @@ def read_accuracy_log(path: Path) -> dict[int, bytes]:
     return out
 
 
-def evaluate(accuracy_log: Path, annotations: dict[str, Any], n_samples: int) -> dict[str, Any]:
-    """COCOeval over the first ``n_samples`` images of ``annotations``.
+def evaluate(
+    accuracy_log: Path, annotations: dict[str, Any], n_samples: int, label_map: LabelMap | None = None
+) -> dict[str, Any]:
+    """COCOeval over the first ``n_samples`` images of ``annotations``; labels mapped by
+    ``label_map`` (None: by id).
 
     Returns ``{"mAP": percent, "stats": [12 COCO stats], "per_class_ap": {name: percent|None},
-    "samples": n, "samples_logged": k, "detections": d, "mismatched_index": m}``.
+    "samples": n, "samples_logged": k, "detections": d (scored), "mismatched_index": m,
+    "dropped": {"detections": x, "labels": {label: count}}}``.
     """
     import numpy as np
     from pycocotools.coco import COCO
@@ -52,6 +64,8 @@ def evaluate(accuracy_log: Path, annotations: dict[str, Any], n_samples: int) ->
     logged = read_accuracy_log(accuracy_log)
     dets: list[dict[str, Any]] = []
     mismatched = 0
+    gt_ids = {int(c["id"]) for c in annotations["categories"]}
+    dropped: dict[int, int] = {}
     for idx in sorted(logged):
         if idx >= n_samples:
             raise RunError(f"{Path(accuracy_log).name}: qsl_idx {idx} is outside the {n_samples} samples")
@@ -68,11 +82,16 @@ def evaluate(accuracy_log: Path, annotations: dict[str, Any], n_samples: int) ->
         for r in recs:
             if int(r[0]) != idx:
                 mismatched += 1
+            label = int(r[6])
+            cat = label_map.target(label) if label_map is not None else (label if label in gt_ids else None)
+            if cat is None:
+                dropped[label] = dropped.get(label, 0) + 1
+                continue
             ymin, xmin, ymax, xmax = r[1] * h, r[2] * w, r[3] * h, r[4] * w
             dets.append(
                 {
                     "image_id": img["id"],
-                    "category_id": int(r[6]),
+                    "category_id": cat,
                     "bbox": [float(xmin), float(ymin), float(xmax - xmin), float(ymax - ymin)],
                     "score": float(r[5]),
                 }
@@ -92,10 +111,6 @@ def evaluate(accuracy_log: Path, annotations: dict[str, Any], n_samples: int) ->
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink):
         gt.createIndex()
-        known = set(gt.getCatIds())
-        unknown = sorted({d["category_id"] for d in dets} - known)
-        if unknown:
-            raise RunError(f"detections name category ids {unknown[:5]} that annotations.json does not define")
         if dets:
             dt = gt.loadRes(dets)
         else:
@@ -123,6 +138,7 @@ def evaluate(accuracy_log: Path, annotations: dict[str, Any], n_samples: int) ->
         "samples_logged": len(logged),
         "detections": len(dets),
         "mismatched_index": mismatched,
+        "dropped": {"detections": sum(dropped.values()), "labels": {str(k): v for k, v in sorted(dropped.items())}},
         "cocoeval_summary": sink.getvalue().strip().splitlines()[-12:],
     }
 

@@ -87,6 +87,10 @@ def merge(params: dict[str, Any], parts: dict[str, dict[str, Any]], part_ids: di
     }
     if acc:
         result["accuracy"] = acc.get("accuracy")
+    if first.get("categories") is not None:  # what was scored, how labels mapped (harness.categories)
+        result["categories"] = first["categories"]
+    if acc and acc.get("warnings"):
+        result["warnings"] = acc["warnings"]
     if perf:
         result["performance"] = perf.get("performance")
     return result

@@ -1,7 +1,8 @@
 """COCO-format annotations: the COCO-80 class table and the reader every stage shares.
 
-The annotations file (``annotations.json``) is the dataset's index: its ``images`` list,
-sorted by ``file_name``, defines the sample order, so sample index ``i`` is ``images[i]``.
+The annotations file (``annotations.json``) is the dataset's index: the order of its ``images``
+list is the sample order, so sample index ``i`` is ``images[i]`` (``coco-dataset`` sorts them by
+image id, ``openimages-to-coco`` and ``coco128-to-coco`` by ``file_name``).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlbuild.errors import InputError, RunError
-from mlbuild.harness import coco, decoders, images, logs, provenance, sut
+from mlbuild.harness import categories, coco, decoders, images, logs, provenance, runparams, sut
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -99,6 +99,11 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     kind = decoders.resolve_name(p["decoder"], p["model_kind"])
     check_inputs(meta=meta, annotations=annotations)
     n = int(meta["shape"][0])
+    # what is scored, checked before any inference: the ground truth's categories and the label map
+    label_map = categories.resolve(p["label_map"], categories.model_labels(kind), annotations["categories"],
+                                   model_name=model_path.name)
+    for w in label_map.warnings:
+        log(f"warning: {w}")
 
     session = sut.make_session(
         model_path,
@@ -164,13 +169,14 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     result: dict[str, Any] = {
         "schema": RESULT_SCHEMA,
         "builder": {"name": "mlperf-run", "version": version},
-        "params": dict(p, score_threshold_effective=threshold, batch_size_effective=batch),
+        "params": dict(runparams.for_kind(p), score_threshold_effective=threshold, batch_size_effective=batch),
         "inputs": {k: Path(v).name for k, v in sorted(ctx.inputs.items())},
         # the run's identity: its store entry, named by the digest of its derivation
         "run": {"entry": ctx.entry, "digest": ctx.entry.split("-", 1)[0]} if ctx.entry else {},
         "model": dict(info.as_dict(), file=model_path.name),
         "dataset": {"samples": n, "annotated_images": len(annotations["images"]), "shape": meta["shape"]},
         "metrics": {"mAP": None, "samples_per_second": None, "validity": None},
+        "categories": label_map.describe(),
         "loadgen_errors": errors,
         "logs": {ph: str(dirs[ph].relative_to(out)) if dirs[ph] != out else "." for ph in phases},
     }
@@ -178,7 +184,7 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
         result["part"] = part
     if "accuracy" in phases:
         acc_log = dirs["accuracy"] / "mlperf_log_accuracy.json"
-        acc = sut_accuracy(acc_log, annotations, n)
+        acc = sut_accuracy(acc_log, annotations, n, label_map)
         if acc["samples_logged"] != n:
             raise RunError(
                 f"mlperf_log_accuracy.json: {acc['samples_logged']} of {n} samples were logged by the accuracy run"
@@ -192,6 +198,12 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
         result["accuracy"] = {k: v for k, v in acc.items() if k != "cocoeval_summary"}
         result["metrics"]["mAP"] = acc["mAP"]
         log(f"mAP={acc['mAP']:.3f}% over {n} samples ({acc['detections']} detections)")
+        dropped = acc["dropped"]
+        if dropped["detections"]:
+            warning = (f"{dropped['detections']} detections of {len(dropped['labels'])} model label(s) the ground "
+                       f"truth does not score were dropped (labels {', '.join(list(dropped['labels'])[:10])})")
+            result["warnings"] = [warning]
+            log(f"warning: {warning}")
     if "performance" in phases:
         summary = logs.parse_summary(dirs["performance"] / "mlperf_log_summary.txt")
         perf = logs.performance_metrics(summary, details["performance"])
@@ -225,10 +237,12 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     (out / "report.html").write_text(report.render(result, timelines), encoding="utf-8")
 
 
-def sut_accuracy(acc_log: Path, annotations: dict[str, Any], n: int) -> dict[str, Any]:
+def sut_accuracy(
+    acc_log: Path, annotations: dict[str, Any], n: int, label_map: categories.LabelMap | None = None
+) -> dict[str, Any]:
     from mlbuild.harness import accuracy as haccuracy
 
-    return haccuracy.evaluate(acc_log, annotations, n)
+    return haccuracy.evaluate(acc_log, annotations, n, label_map)
 
 
 def _system(lg: ModuleType, detail: dict[str, Any]) -> dict[str, Any]:

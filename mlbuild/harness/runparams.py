@@ -3,6 +3,9 @@ target's assembly, which receives them as the run's) share this table."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import Any
+
 from mlbuild.builders import Param
 
 PARAMS = {
@@ -42,4 +45,37 @@ PARAMS = {
         float, -1.0, "drop detections below this score (negative = model default: YOLOX 0.001, RetinaNet 0.05)"),
     "nms_iou": Param(float, 0.65, "YOLOX per-class NMS IoU threshold"),
     "max_detections": Param(int, 0, "keep at most this many detections per image (0 = all)"),
+    "label_map": Param(
+        str, "id",
+        "model labels -> ground-truth categories: \"id\", \"name\" or a table \"MODEL=GT, ...\" (harness.categories)"),
 }
+
+# Params only some model kinds read: for the other kinds they are out of the run's identity and
+# result (a run is not another run because of a setting nothing in it reads).
+KIND_PARAMS: dict[str, tuple[str, ...]] = {"nms_iou": ("yolox", "ultralytics")}
+# decoders.ALIASES (this module stays light: planning reads it)
+_DECODER_ALIASES = {"retinanet": "boxes-scores-labels"}
+
+
+def kind_of(params: Mapping[str, Any]) -> str:
+    """The decoder a run's params name (``decoder``, else the older ``model_kind``, else ``yolox``)."""
+    name = str(params.get("decoder") or params.get("model_kind") or "yolox")
+    return _DECODER_ALIASES.get(name, name)
+
+
+def applies(name: str, model_kind: str) -> bool:
+    kinds = KIND_PARAMS.get(name)
+    return kinds is None or model_kind in kinds
+
+
+def for_kind(params: Mapping[str, Any], err: Callable[[str, str], Exception] | None = None) -> dict[str, Any]:
+    """``params`` without those its decoder does not read. With ``err``, such a param set
+    to another value than its default is refused (``err(message, key)`` is raised)."""
+    kind = kind_of(params)
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        if applies(k, kind):
+            out[k] = v
+        elif err is not None and k in PARAMS and v != PARAMS[k].default:
+            raise err(f"parameter `{k}` applies to decoder {', '.join(KIND_PARAMS[k])}, not `{kind}`", k)
+    return out
