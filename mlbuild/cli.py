@@ -209,7 +209,6 @@ def fetch_settings(environ: Any = None) -> dict[str, Any]:
 
 def cmd_lock(ctx: Ctx) -> int:
     from . import lock as lockmod
-
     from . import project
 
     manifest = ctx.manifest()
@@ -234,7 +233,8 @@ def cmd_lock(ctx: Ctx) -> int:
     store = ctx.store
     kept: dict[str, str] = {}
     with store.session():  # gc waits while pins enter the store and get rooted
-        new = resolve(manifest, project.with_shipped_pins(previous, manifest, path), store=store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
+        new = resolve(manifest, project.with_shipped_pins(previous, manifest, path), store=store,
+                      fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
                       offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
                       project_root=path.parent.parent if path.parent.name == "lock" else Path("."), kept=kept)
         changed = lockmod.write_if_changed(path, new)
@@ -304,7 +304,6 @@ def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = N
           resolve: bool = False) -> Any:
     """The derivation graph; with ``resolve``, built nodes' entries filled in from the store's realisations."""
     from .graph import plan
-
     from .project import plan_lock
 
     manifest = ctx.manifest()
@@ -420,7 +419,7 @@ def _offline_preflight(ctx: Ctx, graph: Any) -> None:
         arch = archive_file(node.artifact)
         if arch is not None and ctx.store.is_valid(file_entry(arch)):
             continue
-        if node.kind == "path" and (node.source and Path(node.source).exists()
+        if node.kind == "path" and ((node.source and Path(node.source).exists())
                                     or ctx.store.find_by_sha256(node.artifact.hash.sha256, node.method)):
             continue
         for f in node.artifact.files:

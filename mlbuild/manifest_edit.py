@@ -210,10 +210,7 @@ def apply(add: Addition, manifests: Path, root: Path | None) -> tuple[bytes | No
                              hints=["choose another name, or edit the manifest"])
     old = add.file.read_bytes() if add.file.exists() else None
     text = old.decode() if old is not None else ""
-    if not text or text.endswith("\n\n"):
-        sep = ""
-    else:
-        sep = "\n" if text.endswith("\n") else "\n\n"
+    sep = "" if not text or text.endswith("\n\n") else ("\n" if text.endswith("\n") else "\n\n")
     new = text + sep + render(add.tables)
     try:
         tomlkit.parse(new)

@@ -186,7 +186,7 @@ def realize_into(name: str, art: LockedArtifact, source: str | None, out: Path, 
             raise StaleLockError(f"path input `{name}`: `{art.source}` is not a directory any more",
                                  reasons=[f"`{art.source}` was a directory when locked"], hints=[LOCK_HINT])
         shutil.copytree(src, out, symlinks=True)
-    h = hash_path(out, art.hash.method)  # type: ignore[arg-type]
+    h = hash_path(out, art.hash.method)
     if h.sha256 != art.hash.sha256:
         reasons = [f"`{art.source}` changed since it was locked"]
         if art.hash.method == "tree":

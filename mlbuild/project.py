@@ -65,10 +65,7 @@ def apply_defaults(args: Any, cwd: Path | None = None, environ: Any = None) -> P
             raise UsageError(f"`-C {chdir}`: expected a directory, found {'a file' if start.exists() else 'nothing'}",
                              hints=["give the project's directory (the one holding `manifests/`)"])
     root = find_root(start)
-    if root is None:
-        base = start.resolve()
-    else:
-        base = root
+    base = start.resolve() if root is None else root
     rel = Path(".") if base == cwd.resolve() else base
 
     def under(p: Path | str) -> str:
@@ -176,9 +173,9 @@ def with_shipped_pins(previous: Lock | None, manifest: Manifest, lock_path: Path
         if not d.where.file.startswith(SHIPPED_PREFIX):
             continue
         for key, art in shipped.artifacts.items():
-            if (key == name or key.startswith(name + "@")) and art.decl == decl_digest(d):
-                if previous is None or key not in previous.artifacts:
-                    taken[key] = art
+            same = (key == name or key.startswith(name + "@")) and art.decl == decl_digest(d)
+            if same and (previous is None or key not in previous.artifacts):
+                taken[key] = art
     if not taken:
         return previous
     if previous is None:
