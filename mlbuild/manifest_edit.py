@@ -26,7 +26,8 @@ from typing import Any
 from .errors import ManifestError, UsageError
 
 # What a run added by `mlbuild add run` starts from (the shipped YOLOX run's settings, short).
-RUN_DEFAULTS: dict[str, Any] = {"model_kind": "yolox", "scenario": "Offline", "mode": "both", "loadgen": "pyo3"}
+RUN_DEFAULTS: dict[str, Any] = {"model_kind": "yolox", "scenario": "Offline", "mode": "both", "loadgen": "pyo3",
+                                 "round": "v6.0", "min_duration_ms": 10000, "target_qps": 100.0}
 RUN_ENVS = {"official": "env-run-official", "pyo3": "env-run-pyo3"}
 PREPROCESS_ENV = "env-data"
 LETTERBOX = {"size": 416, "pad": 114}
