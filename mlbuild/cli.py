@@ -30,6 +30,9 @@ typical session:
 
 without network, point at a mirror:  --mirror ../shared/mirror   (or MLBUILD_MIRRORS)
 
+your own project anywhere:  mlbuild init DIR; then `mlbuild add path|fetch|run ...` inside it
+  (commands use the nearest directory holding manifests/, or `-C DIR`)
+
 environment:
   MLBUILD_STORE, MLBUILD_MANIFESTS, MLBUILD_MIRRORS   defaults for --store, --manifests, --mirror
   MLBUILD_CONNECT_TIMEOUT, MLBUILD_READ_TIMEOUT        download timeouts in seconds (default 5, 30)
