@@ -163,7 +163,7 @@ def realize_into(name: str, art: LockedArtifact, source: str | None, out: Path, 
     """The locked bytes of a `path` input into ``out``: from a store entry with the same content,
     else from the path (checked against the lock: a change since it was locked is an error)."""
     entry = store.find_by_sha256(art.hash.sha256, art.hash.method)
-    if entry is not None:
+    if entry is not None and store.is_valid(entry):
         src = store.path(entry)
         if art.hash.method == "flat":
             shutil.copyfile(src, out)
