@@ -30,6 +30,9 @@ typical session:
 
 without network, point at a mirror:  --mirror ../shared/mirror   (or MLBUILD_MIRRORS)
 
+your own project anywhere:  mlbuild init DIR; then `mlbuild add path|fetch|run ...` inside it
+  (commands use the nearest directory holding manifests/, or `-C DIR`)
+
 environment:
   MLBUILD_STORE, MLBUILD_MANIFESTS, MLBUILD_MIRRORS   defaults for --store, --manifests, --mirror
   MLBUILD_CONNECT_TIMEOUT, MLBUILD_READ_TIMEOUT        download timeouts in seconds (default 5, 30)
@@ -163,9 +166,11 @@ class Ctx:
         return self._store
 
     def manifest(self) -> Any:
-        from . import manifest
+        from . import project
 
-        return manifest.load(Path(self.args.manifests))
+        named = [*(getattr(self.args, "targets", None) or []),
+                 *(getattr(self.args, k, None) or "" for k in ("target", "a", "b"))]
+        return project.load_manifest(Path(self.args.manifests), [t for t in named if t])
 
     def lock_path(self) -> Path:
         return Path(self.args.lock)
@@ -207,6 +212,7 @@ def fetch_settings(environ: Any = None) -> dict[str, Any]:
 
 def cmd_lock(ctx: Ctx) -> int:
     from . import lock as lockmod
+    from . import project
 
     manifest = ctx.manifest()
     path = ctx.lock_path()
@@ -230,7 +236,8 @@ def cmd_lock(ctx: Ctx) -> int:
     store = ctx.store
     kept: dict[str, str] = {}
     with store.session():  # gc waits while pins enter the store and get rooted
-        new = resolve(manifest, previous, store=store, fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
+        new = resolve(manifest, project.with_shipped_pins(previous, manifest, path), store=store,
+                      fetcher_factory=ctx.fetcher_factory(ctx.args.offline),
                       offline=ctx.args.offline, update=ctx.args.update or [], reporter=ctx.reporter,
                       project_root=path.parent.parent if path.parent.name == "lock" else Path("."), kept=kept)
         changed = lockmod.write_if_changed(path, new)
@@ -300,9 +307,10 @@ def _plan(ctx: Ctx, targets: Sequence[str], overrides: dict[str, Any] | None = N
           resolve: bool = False) -> Any:
     """The derivation graph; with ``resolve``, built nodes' entries filled in from the store's realisations."""
     from .graph import plan
+    from .project import plan_lock
 
     manifest = ctx.manifest()
-    lock = ctx.read_lock() if ctx.lock_path().exists() else None
+    lock = plan_lock(ctx.read_lock(), manifest, ctx.lock_path()) if ctx.lock_path().exists() else None
     graph = plan(manifest, lock, targets, overrides)
     return graph.resolve(ctx.store.realisation) if resolve else graph
 
@@ -400,6 +408,9 @@ def _offline_preflight(ctx: Ctx, graph: Any) -> None:
 
         arch = archive_file(node.artifact)
         if arch is not None and ctx.store.is_valid(file_entry(arch)):
+            continue
+        if node.kind == "path" and ((node.source and Path(node.source).exists())
+                                    or ctx.store.find_by_sha256(node.artifact.hash.sha256, node.method)):
             continue
         for f in node.artifact.files:
             urls = f.urls or ("",)
@@ -1007,6 +1018,51 @@ def cmd_diff(ctx: Ctx) -> int:
     return 0
 
 
+def cmd_init(ctx: Ctx) -> int:
+    from . import project
+
+    base = Path(ctx.args.chdir) if getattr(ctx.args, "chdir", None) else Path(".")
+    directory = base / ctx.args.dir if ctx.args.dir else base
+    for path in project.init(directory):
+        ctx.printer.info(f"wrote {path}")
+    where = "" if directory.resolve() == Path.cwd().resolve() else f"cd {ctx.args.dir or directory} && "
+    ctx.printer.info(f"next: {where}mlbuild add path NAME FILE   (or edit {project.MANIFESTS}/*.toml), "
+                     "then `mlbuild lock`")
+    return 0
+
+
+def cmd_add(ctx: Ctx) -> int:
+    from . import manifest_edit as me
+    from .errors import MlbuildError
+
+    a = ctx.args
+    manifests = Path(a.manifests)
+    root = manifests.resolve().parent
+    file = me.manifest_file(manifests, root, a.file)
+    if a.what == "fetch":
+        add = me.add_fetch(file, a.name, a.urls, a.unpack)
+    elif a.what == "path":
+        add = me.add_path(file, a.name, a.target)
+    elif a.what == "dataset":
+        add = me.add_dataset(file, manifests, a.name, a.annotations, a.images)
+    else:
+        add = me.add_run(file, manifests, a.name, a.model, dataset=a.dataset, annotations=a.annotations,
+                         images=a.images, params=parse_overrides(a.set or []))
+    old, names = me.apply(add, manifests, root)
+    ctx.printer.info(f"added {', '.join(f'`{n}`' for n in names)} to {file}")
+    if not a.no_lock:
+        a.check = a.accept_toolchain = False
+        a.update = a.update or []
+        try:
+            cmd_lock(ctx)
+        except MlbuildError:
+            me.restore(file, old)
+            ctx.printer.err(f"{file} is back as it was")
+            raise
+    ctx.printer.info(f"next: {me.next_command(add)}")
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -1016,9 +1072,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--mirror", metavar="M", action="append",
                    help="a mirror to try before upstream: a directory laid out by URL (like ../shared/mirror), "
                         "a content-addressed directory or HTTP base (sha256/<hex>); repeatable; also $MLBUILD_MIRRORS")
-    g.add_argument("--manifests", metavar="DIR", default=os.environ.get("MLBUILD_MANIFESTS", "manifests"),
-                   help="manifest directory (default ./manifests)")
-    g.add_argument("--lock", metavar="FILE", default="lock/mlbuild.lock", help="lockfile (default lock/mlbuild.lock)")
+    g.add_argument("-C", dest="chdir", metavar="DIR",
+                   help="the project in DIR (default: the nearest directory at or above . holding manifests/)")
+    g.add_argument("--manifests", metavar="DIR", default=None,
+                   help="manifest directory (default: the project's manifests/, or $MLBUILD_MANIFESTS)")
+    g.add_argument("--lock", metavar="FILE", default=None, help="lockfile (default: the project's lock/mlbuild.lock)")
     g.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 2, help="parallel jobs (default: cores)")
     g.add_argument("-v", "--verbose", action="store_true", help="show builder output and tracebacks")
     g.add_argument("-q", "--quiet", action="store_true", help="only results and errors")
@@ -1033,8 +1091,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 
 # Every top-level command, in the order `mlbuild --help` lists them (a test holds this to the parser).
-COMMANDS = ("lock", "realize", "show", "graph", "why-depends", "log", "gc", "store", "mirror", "results",
-            "key", "verify", "export", "reproduce", "diff", "submission")
+COMMANDS = ("init", "add", "lock", "realize", "show", "graph", "why-depends", "log", "gc", "store", "mirror",
+            "results", "key", "verify", "export", "reproduce", "diff", "submission")
 
 
 class _Skipped:
@@ -1069,6 +1127,40 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         _common(p)
         return p
+
+    p = add("init", "create an mlbuild project (manifests/ with a commented example, .gitignore for store/)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="where (default: here; created if missing)")
+    p.set_defaults(func=cmd_init)
+
+    add_p = sub.add_parser("add", help="add a declaration to the project's manifest (comments kept), then lock it")
+    add_sub = add_p.add_subparsers(dest="what", metavar="KIND")
+    add_sub.required = True
+
+    def add_kind(kind: str, help: str) -> Any:
+        q = add_sub.add_parser(kind, help=help, description=help)
+        _common(q)
+        q.add_argument("name", metavar="NAME")
+        q.add_argument("--file", metavar="FILE", help="the manifest to add to (default manifests/<project>.toml)")
+        q.add_argument("--no-lock", action="store_true", help="only edit the manifest")
+        q.add_argument("--offline", action="store_true", help="lock without network")
+        q.add_argument("--update", metavar="NAME", action="append", help=argparse.SUPPRESS)
+        q.set_defaults(func=cmd_add)
+        return q
+
+    q = add_kind("fetch", "a file from upstream URLs (the first is upstream, more are alternatives)")
+    q.add_argument("urls", nargs="+", metavar="URL")
+    q.add_argument("--unpack", choices=("zip", "tar", "tar.gz", "tgz", "tar.xz", "tar.bz2"))
+    q = add_kind("path", "a local file or directory, pinned by its content")
+    q.add_argument("target", metavar="FILE")
+    q = add_kind("dataset", "a COCO dataset: a COCO JSON and its images (`coco-dataset` build)")
+    q.add_argument("--annotations", required=True, metavar="A", help="a declared name, or a local COCO JSON")
+    q.add_argument("--images", required=True, metavar="I", help="a declared name, or a local image directory")
+    q = add_kind("run", "a benchmark run of a model on a dataset, and the preprocessing it needs")
+    q.add_argument("--model", required=True, metavar="M", help="a declared name, or a local .onnx file")
+    q.add_argument("--dataset", metavar="D", help="a declared `coco-dataset` build")
+    q.add_argument("--annotations", metavar="A", help="instead of --dataset: a COCO JSON (name or local file)")
+    q.add_argument("--images", metavar="I", help="instead of --dataset: its images (name or local directory)")
+    q.add_argument("--set", metavar="KEY=VALUE", action="append", help="a run parameter (e.g. scenario=SingleStream)")
 
     p = add("lock", "pin every manifest input to exact sources and hashes in the lockfile",
             "The lock is rewritten only when something changed.  Inputs whose bytes cannot be reached\n"
@@ -1189,7 +1281,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             "exit 0 only when every artifact and the accuracy output are identical")
     p.add_argument("source", metavar="RESULT.json|DIR|LOCKFILE")
     # --lock is the peer's lockfile here: default mlbuild.lock beside RESULT.json, else lock/mlbuild.lock
-    p.set_defaults(lock=None)
+    p.set_defaults(lock=None, project_lock=False)
     p.add_argument("--target", metavar="TARGET", help="the target (default: the result's run)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_reproduce)
@@ -1271,11 +1363,19 @@ def _install_signal_handlers() -> dict[int, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(argv) if argv is not None else sys.argv[1:]
+    chdir = None
+    while argv[:1] == ["-C"] and len(argv) > 1:  # `mlbuild -C DIR COMMAND ...`, as git
+        chdir, argv = argv[1], argv[2:]
     parser = build_parser(argv[0] if argv and argv[0] in COMMANDS else None)
     args = parser.parse_args(argv)
+    if chdir is not None and getattr(args, "chdir", None) is None:
+        args.chdir = chdir
     ctx = Ctx(args)
     previous = _install_signal_handlers()
     try:
+        from . import project
+
+        project.apply_defaults(args)
         return int(args.func(ctx))
     except KeyboardInterrupt as e:
         import signal

@@ -2,7 +2,7 @@
 
 ``mlbuild realize TARGET...`` with nothing else to do is the command users run most, so it must
 cost little more than starting Python.  :func:`main` handles exactly the plain form
-(``realize TARGET... [-q] [--store DIR]``, run in the project directory) with only ``os`` and
+(``realize TARGET... [-q] [--store DIR]``, in a project's directory or below it) with only ``os`` and
 ``sys``: it computes the plan cache key (:mod:`mlbuild.plancache`), loads the saved plan and
 checks it is still true without SQLite (the store's stamp: id, registry inode and header, and the
 generation counter that gc and repair bump, plus every closure entry on disk).  It does not read the
@@ -33,6 +33,18 @@ def _abs(path: str) -> str | None:
     if ".." in path.split(os.sep):
         return None
     return os.path.normpath(os.path.join(os.getcwd(), path))
+
+
+def find_root(start: str) -> str | None:
+    """``mlbuild.project.find_root``: the nearest directory at or above ``start`` holding ``manifests/``."""
+    d = os.path.realpath(start)
+    while True:
+        if os.path.isdir(os.path.join(d, "manifests")):
+            return d
+        parent = os.path.dirname(d)
+        if parent == d:
+            return None
+        d = parent
 
 
 def _read_only(meta: str) -> bool:
@@ -129,11 +141,16 @@ def main(argv: Sequence[str]) -> int | None:
     if parsed is None:
         return None
     targets, quiet, store = parsed
-    root = _abs(store or os.environ.get("MLBUILD_STORE") or "store")
+    # the project's paths, as mlbuild.project.apply_defaults finds them (a test holds the two together)
+    project = find_root(os.getcwd())
+    base = project or os.path.realpath(os.getcwd())
+    if not store:
+        store = os.environ.get("MLBUILD_STORE") or (os.path.join(base, "store") if project else "store")
+    root = _abs(store)
     if root is None:
         return None
-    manifests = os.environ.get("MLBUILD_MANIFESTS", "manifests")
-    _k, plan = lookup(root, manifests, os.path.join("lock", "mlbuild.lock"), targets, {})
+    manifests = os.environ.get("MLBUILD_MANIFESTS") or os.path.join(base, "manifests")
+    _k, plan = lookup(root, manifests, os.path.join(base, "lock", "mlbuild.lock"), targets, {})
     if plan is None:
         return None
     print_answer(root, plan, targets, quiet)

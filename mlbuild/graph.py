@@ -30,7 +30,7 @@ from . import builders, codeid
 from .errors import LockError, StaleLockError, UsageError
 from .hashing import canonical_json, sha256_hex, store_digest
 from .lock import Lock, LockedArtifact, LockedFile, decl_digest
-from .manifest import BuildDecl, Manifest, check_params
+from .manifest import BuildDecl, Manifest, PathDecl, check_params
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class Node:
     artifact: LockedArtifact | None = None
     builder: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    source: str | None = None  # a `path` input's file or directory on this machine (never hashed)
 
     @property
     def fixed(self) -> bool:
@@ -228,7 +229,8 @@ def plan(manifest: Manifest, lock: Lock | None, targets: Iterable[str],
                     hints=["run `mlbuild lock` to pin the new declaration"])
             entry = fixed_entry(art)
             n = Node(name, d.kind, entry, entry, art.hash.method,
-                     {"type": "fixed", "sha256": art.hash.sha256, "method": art.hash.method}, artifact=art)
+                     {"type": "fixed", "sha256": art.hash.sha256, "method": art.hash.method}, artifact=art,
+                     source=str(d.source) if isinstance(d, PathDecl) else None)
             nodes[name] = n
             return n
         mod = builders.load(d.builder)

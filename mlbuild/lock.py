@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import LockError, StaleLockError
 from .hashing import ContentHash, canonical_json, sha256_hex
-from .manifest import BuildDecl, Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
+from .manifest import BuildDecl, Decl, FetchDecl, Manifest, PathDecl, PypiDecl, SdistDecl
 
 VERSION = 1
 REVISION = 1
@@ -42,15 +42,18 @@ class LockedFile:
 @dataclass(frozen=True)
 class LockedArtifact:
     name: str
-    kind: str  # fetch | pypi | sdist
+    kind: str  # fetch | pypi | sdist | path
     decl: str  # digest of the declaration it was resolved from
     hash: ContentHash  # of the store entry (flat file or tree)
     files: tuple[LockedFile, ...]
     unpack: str | None = None
     strip_components: int = 0
+    source: str | None = None  # `path` inputs: the path as the manifest writes it (relative to it)
 
     @property
     def entry_basename(self) -> str:
+        if self.kind == "path" and self.source and self.hash.method == "flat":
+            return self.source.rstrip("/").rsplit("/", 1)[-1] or self.name  # as `store add FILE` names it
         if self.hash.method == "flat" and len(self.files) == 1:
             url = self.files[0].urls[0] if self.files[0].urls else self.name
             base = url.rstrip("/").rsplit("/", 1)[-1]
@@ -92,6 +95,8 @@ def decl_digest(d: Decl) -> str:
             body["platforms"] = list(d.platforms)
     elif isinstance(d, SdistDecl):
         body = {"kind": "sdist", "package": d.package, "version": d.version}
+    elif isinstance(d, PathDecl):
+        body = {"kind": "path", "path": d.path, "sha256": d.sha256}
     else:
         raise TypeError(d)
     return sha256_hex(canonical_json(body))[:32]
@@ -149,6 +154,8 @@ def dumps(lock: Lock) -> str:
         a = lock.artifacts[name]
         out.append("\n[[artifact]]\n")
         out.append(f"name = {_s(a.name)}\nkind = {_s(a.kind)}\ndecl = {_s(a.decl)}\n")
+        if a.source is not None:
+            out.append(f"source = {_s(a.source)}\n")
         out.append(f"method = {_s(a.hash.method)}\nsize = {a.hash.size}\n")
         out.append(f"sha256 = {_s(a.hash.sha256)}\nblake3 = {_s(a.hash.blake3)}\n")
         if a.unpack:
@@ -193,7 +200,7 @@ def loads(text: str, *, source: str = "lock") -> Lock:
 
 
 _HEX = frozenset("0123456789abcdef")
-_KINDS = ("fetch", "pypi", "sdist")
+_KINDS = ("fetch", "pypi", "sdist", "path")
 
 
 class _Bad(Exception):
@@ -248,10 +255,21 @@ def _read_file(f: Any, kind: str) -> LockedFile:
         except BadURL as e:
             raise _Bad(f"URL refused: {e}", e.hints) from None
     md5 = f.get("md5")
-    return LockedFile(_rel_path(f.get("path", ""), kind != "fetch"), _count(f["size"], "size"),
+    return LockedFile(_rel_path(f.get("path", ""), kind not in ("fetch", "path")), _count(f["size"], "size"),
                       _hex(f["sha256"], 64, "sha256"), _hex(f["blake3"], 64, "blake3"), tuple(urls),
                       None if md5 is None else _hex(md5, 32, "md5"),
                       _opt_str(f.get("package"), "package"), _opt_str(f.get("version"), "version"))
+
+
+def _path_source(value: Any, kind: str) -> str | None:
+    """A `path` input's `source`: relative (to its manifest), printable; absent for other kinds."""
+    if kind != "path":
+        if value is not None:
+            raise _Bad("`source` belongs to `path` inputs only")
+        return None
+    if not isinstance(value, str) or not value or not value.isprintable() or value.startswith("/") or "\\" in value:
+        raise _Bad(f"`source` must be a relative path, found {value!r}")
+    return value
 
 
 def _read_artifact(a: Any, source: str) -> LockedArtifact:
@@ -288,7 +306,8 @@ def _read_artifact(a: Any, source: str) -> LockedArtifact:
                 raise _Bad(f"file `{where}`: {e}" if where else str(e), e.hints) from None
         h = ContentHash(method, _count(a["size"], "size"), _hex(a["sha256"], 64, "sha256"),
                         _hex(a["blake3"], 64, "blake3"))
-        return LockedArtifact(name, kind, a["decl"], h, tuple(files), unpack, strip)
+        src_path = _path_source(a.get("source"), kind)
+        return LockedArtifact(name, kind, a["decl"], h, tuple(files), unpack, strip, src_path)
     except _Bad as e:
         raise LockError(f"{label}: {e}", hints=[*e.hints, "regenerate it with `mlbuild lock`"]) from None
     except KeyError as e:
@@ -352,6 +371,18 @@ def stale_reasons(lock: Lock, manifest: Manifest) -> list[str]:
     return reasons
 
 
+def path_reasons(lock: Lock, manifest: Manifest) -> list[str]:
+    """`path` inputs whose files changed on disk since they were pinned (re-hashed; each file named)."""
+    from .pathinput import changes
+
+    out: list[str] = []
+    for name, d in sorted(manifest.decls.items()):
+        art = lock.artifacts.get(name)
+        if isinstance(d, PathDecl) and art is not None and art.decl == decl_digest(d):
+            out.extend(changes(art, d))
+    return out
+
+
 def toolchain_reasons(lock: Lock, expected: Mapping[str, str]) -> tuple[list[str], list[str]]:
     """The [toolchain] part of the check: (stale reasons, host-tool differences).
 
@@ -377,7 +408,7 @@ def check(lock: Lock, manifest: Manifest, *, toolchain: Mapping[str, str] | None
     from .errors import ToolchainMismatchError
     from .toolchain import ACCEPT_HINT
 
-    reasons = stale_reasons(lock, manifest)
+    reasons = stale_reasons(lock, manifest) + path_reasons(lock, manifest)
     tools: list[str] = []
     if toolchain is not None:
         stale, tools = toolchain_reasons(lock, toolchain)

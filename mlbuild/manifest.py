@@ -12,6 +12,8 @@ each sub-table one declaration, e.g. ``[fetch.yolox-nano]``.  Kinds:
 - ``build``: a builder from mlbuild's registry with typed ``params`` and ``inputs``.
 - ``run``: a benchmark run (builder ``mlperf-run``) whose ``env`` input is
   chosen by its ``loadgen`` parameter from ``envs``.
+- ``path``: a local file or directory (``path``, relative to the manifest file),
+  hashed at lock time (``flat`` for a file, ``tree`` for a directory).
 
 Every error names the file, the line and the key.  Nothing here touches the
 network or the store.
@@ -41,7 +43,7 @@ MAX_STRIP_COMPONENTS = 64
 # fit a signed 32-bit integer (thread counts, sizes and counts end up in C ints in the runtimes).
 MAX_FLOAT_PARAM = 1e9
 INT_PARAM_RANGE = (-(2**31), 2**31 - 1)
-KINDS = ("fetch", "pypi", "sdist", "build", "run")
+KINDS = ("fetch", "pypi", "sdist", "build", "run", "path")
 UNPACK_FORMATS = ("tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip")
 
 
@@ -112,7 +114,25 @@ class BuildDecl:
     kind: str = "build"
 
 
-Decl = FetchDecl | PypiDecl | SdistDecl | BuildDecl
+@dataclass(frozen=True)
+class PathDecl:
+    """A local file or directory, relative to the manifest file that declares it (as Nix's `path`)."""
+
+    name: str
+    where: Where
+    path: str  # as written: relative to the manifest's directory, `/`-separated
+    base: str = field(default="", compare=False)  # the manifest's directory (absolute; never hashed)
+    sha256: str | None = None  # optional: a file's expected bytes (then the store can supply them)
+    description: str = ""
+    kind: str = "path"
+
+    @property
+    def source(self) -> Path:
+        """Where the file or directory is on this machine."""
+        return Path(self.base) / self.path
+
+
+Decl = FetchDecl | PypiDecl | SdistDecl | BuildDecl | PathDecl
 
 
 @dataclass(frozen=True)
@@ -371,6 +391,21 @@ def _parse_sdist(ctx: _Ctx, t: Mapping[str, Any]) -> SdistDecl:
                      ctx.string(t, "description", default="") or "")
 
 
+def _parse_path(ctx: _Ctx, t: Mapping[str, Any], base: Path) -> PathDecl:
+    ctx.check_keys(t, ("description", "path", "sha256"))
+    rel = ctx.string(t, "path", required=True)
+    assert rel is not None
+    parts = rel.replace("\\", "/").split("/")
+    if not rel or rel.startswith("/") or "\\" in rel or (len(rel) > 1 and rel[1] == ":"):
+        raise ctx.err(f"expected a path relative to the manifest's directory, found {rel!r}", "path",
+                      ("e.g. `path = \"../data/annotations.json\"` for a file beside `manifests/`",))
+    if any(p == "" for p in parts[:-1]) or not rel.isprintable():
+        raise ctx.err(f"expected a relative path without empty parts, found {rel!r}", "path")
+    sha = _check_hex(ctx, ctx.string(t, "sha256"), 64, "sha256")
+    return PathDecl(ctx.name, Where(ctx.file, _line_of(ctx.text, "path", ctx.name)), rel.rstrip("/") or rel,
+                    str(base), sha, ctx.string(t, "description", default="") or "")
+
+
 def _parse_build(ctx: _Ctx, t: Mapping[str, Any], kind: str) -> BuildDecl:
     from . import builders
 
@@ -458,6 +493,8 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
                 decls.append(_parse_pypi(ctx, body))
             elif kind == "sdist":
                 decls.append(_parse_sdist(ctx, body))
+            elif kind == "path":
+                decls.append(_parse_path(ctx, body, path.resolve().parent))
             else:
                 decls.append(_parse_build(ctx, body, kind))
     return decls, raw
@@ -465,20 +502,31 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
 
 def load(directory: Path) -> Manifest:
     """Read and validate every ``*.toml`` in ``directory``."""
+    decls, sources = load_decls(directory)
+    manifest = Manifest(dict(sorted(decls.items())), sources)
+    validate(manifest)
+    return manifest
+
+
+def load_decls(directory: Path, *, display_prefix: str = "", source_prefix: str = ""
+               ) -> tuple[dict[str, Decl], dict[str, bytes]]:
+    """Every declaration of ``directory/*.toml``, not yet cross-checked (see :func:`load`)."""
     if not directory.is_dir():
         raise ManifestError(
             f"manifest directory `{directory}` does not exist",
-            hints=["run from the project root, or pass `--manifests DIR`"],
+            hints=["run inside a project (a directory holding `manifests/`), pass `-C DIR`, "
+                   "or create one with `mlbuild init`"],
         )
     files = sorted(directory.glob("*.toml"))
     if not files:
-        raise ManifestError(f"no `*.toml` manifests in `{directory}`")
+        raise ManifestError(f"no `*.toml` manifests in `{directory}`",
+                            hints=["`mlbuild init` writes an example manifest"])
     decls: dict[str, Decl] = {}
     sources: dict[str, bytes] = {}
     for path in files:
-        display = f"{directory.name}/{path.name}"
+        display = f"{display_prefix}{directory.name}/{path.name}"
         found, raw = load_file(path, display)
-        sources[path.name] = raw
+        sources[source_prefix + path.name] = raw
         for d in found:
             if d.name in decls:
                 other = decls[d.name].where
@@ -487,9 +535,7 @@ def load(directory: Path) -> Manifest:
                     file=d.where.file, line=d.where.line, key=d.name,
                 )
             decls[d.name] = d
-    manifest = Manifest(dict(sorted(decls.items())), sources)
-    validate(manifest)
-    return manifest
+    return decls, sources
 
 
 def _table_line(text: str, kind: str) -> int | None:

@@ -133,6 +133,7 @@ def key(manifests: str | Path, lock: str | Path, targets: list[str], overrides: 
             h.update(b"lock\0" + f.read())
     except OSError:
         return None
+    _shipped(h, mdir)
     # repr of sorted items: deterministic for str/int/float/bool values, and no json import
     h.update(repr([list(targets), sorted(overrides.items()), os.uname().machine, sys.version_info[:2]]).encode())
     h.update(code_key(cache_dir=cache_dir).encode())
@@ -147,6 +148,27 @@ def key(manifests: str | Path, lock: str | Path, targets: list[str], overrides: 
 
     h.update(repr([sorted(system.machine_id().items()), system.cpu_isa_features()]).encode())
     return str(h.hexdigest())
+
+
+def _shipped(h: Any, manifests: str) -> None:
+    """A project outside mlbuild's checkout plans with the shipped manifests and their pins too
+    (``mlbuild.project``): they are part of its key (the checkout's own are hashed above)."""
+    root = os.path.dirname(PACKAGE_DIR)
+    shipped = os.path.join(root, "manifests")
+    try:
+        names = sorted(n for n in os.listdir(shipped) if n.endswith(".toml"))
+    except OSError:
+        return
+    if os.path.realpath(manifests) == os.path.realpath(shipped):
+        return
+    for path in [*(os.path.join(shipped, n) for n in names), os.path.join(root, "lock", "mlbuild.lock")]:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            data = b"\0missing"
+        h.update(f"shipped/{os.path.basename(path)}\0{len(data)}\0".encode())
+        h.update(data)
 
 
 def plans_dir(store_meta: str | Path) -> str:

@@ -196,6 +196,10 @@ class Realizer:
             artifacts.fetch_files(node.name, reqs, out, self.fetcher)
         elif a.kind == "pypi":
             artifacts.fetch_python_files(node.name, a.files, out, self.fetcher, offline=self.offline)
+        elif a.kind == "path":
+            from .pathinput import realize_into
+
+            realize_into(node.name, a, node.source, out, self.store)
         else:
             raise MlbuildError(f"unknown artifact kind `{a.kind}` for `{node.name}` in the lock")
         assert node.entry is not None

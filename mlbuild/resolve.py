@@ -24,7 +24,7 @@ from .errors import FetchError, MlbuildError, OfflineError, UsageError
 from .graph import fixed_entry, host_platform
 from .hashing import ContentHash, hash_path
 from .lock import Lock, LockedArtifact, Unpinned
-from .manifest import Decl, FetchDecl, Manifest, PypiDecl, SdistDecl
+from .manifest import Decl, FetchDecl, Manifest, PathDecl, PypiDecl, SdistDecl
 from .pypi import variant_name
 from .reporter import NullReporter, Reporter
 from .store import Store
@@ -250,6 +250,15 @@ def resolve(
         old = previous.artifacts.get(name) if previous else None
         # Python wheels fit the platform they were resolved for: a lock made elsewhere is redone here
         reusable = same_platform or not isinstance(d, PypiDecl)
+        if isinstance(d, PathDecl):  # local files are re-hashed by every lock; an unchanged one keeps its pin
+            from . import pathinput
+
+            if (old is not None and old.decl == digest and name not in update
+                    and not pathinput.changes(old, d)):
+                pinned[name] = old
+            else:
+                pinned[name] = pathinput.pin(d, store)
+            continue
         if old is not None and old.decl == digest and name not in update and d.name not in update and reusable:
             pinned[name] = old
             continue

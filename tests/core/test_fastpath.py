@@ -45,6 +45,25 @@ def test_a_noop_realize_is_answered_by_the_fast_path_with_the_full_paths_answer(
     assert fast(p, capsys, "greeting", "bundle") == (None, "")
 
 
+def test_the_fast_path_finds_the_project_as_the_cli_does(locked: Project, capsys: pytest.CaptureFixture[str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlbuild import project
+
+    p = locked
+    full = p.cli("realize", "greeting").out
+    deep = p.root / "notes" / "deeper"
+    deep.mkdir(parents=True)
+    for where in (p.root, deep, p.root.parent):
+        found = project.find_root(where)
+        assert fastpath.find_root(str(where)) == (str(found) if found else None)
+    monkeypatch.chdir(deep)  # below the project: same manifests, lock and (here, given) store
+    capsys.readouterr()
+    assert fastpath.main(["greeting", "--store", str(p.store_dir)]) == 0
+    assert capsys.readouterr().out == full
+    monkeypatch.chdir(p.root.parent)  # outside any project: the full path's error, not an answer
+    assert fastpath.main(["greeting", "--store", str(p.store_dir)]) is None
+
+
 def test_the_answer_imports_nothing_heavy(locked: Project) -> None:
     p = locked
     p.cli("realize", "greeting")
