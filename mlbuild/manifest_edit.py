@@ -90,6 +90,12 @@ def _known(manifests: Path, targets: Sequence[str] = ()) -> set[str]:
     return set(load_manifest(manifests, targets).decls) if any(manifests.glob("*.toml")) else set()
 
 
+def _decl(manifests: Path, name: str) -> object | None:
+    from .project import load_manifest
+
+    return load_manifest(manifests, [name]).decls.get(name)
+
+
 def _ref_or_path(add: Addition, known: set[str], value: str, name: str, what: str) -> str:
     """A declared name as is; a local file or directory becomes a `path` input ``name``."""
     if value in known or value in add.names:
@@ -122,10 +128,6 @@ def add_path(file: Path, name: str, target: str) -> Addition:
 def add_dataset(file: Path, manifests: Path, name: str, annotations: str, images: str) -> Addition:
     from . import builders
 
-    if DATASET_BUILDER not in builders.names():
-        raise UsageError(f"this mlbuild has no `{DATASET_BUILDER}` builder",
-                         hints=["use `mlbuild add run NAME --model M --annotations A --images I`, which "
-                                "preprocesses the images a COCO JSON names directly"])
     add = Addition(file)
     known = _known(manifests, [annotations, images])
     ann = _ref_or_path(add, known, annotations, f"{name}-annotations", "annotations")
@@ -152,10 +154,18 @@ def add_run(file: Path, manifests: Path, name: str, model: str, *, dataset: str 
             raise UsageError(f"dataset `{dataset}` is not declared",
                              hints=["`mlbuild add dataset NAME --annotations A --images I` declares one"])
         ann = img = dataset
+        decl: Any = _decl(manifests, dataset)
+        if getattr(decl, "builder", None) == DATASET_BUILDER:
+            # a `coco-dataset` build writes annotations.json; its images are its `images` input
+            img = str(decl.inputs["images"])
     else:
+        # a COCO JSON and its images: through a `coco-dataset` build (every image checked present)
         assert annotations is not None and images is not None
-        ann = _ref_or_path(add, known, annotations, f"{name}-annotations", "annotations")
+        gt = _ref_or_path(add, known, annotations, f"{name}-annotations", "annotations")
         img = _ref_or_path(add, known, images, f"{name}-images", "images")
+        ann = f"{name}-dataset"
+        add.tables.append(("build", ann, {"description": f"COCO dataset of `{name}` (added by `mlbuild add`)",
+                                          "builder": DATASET_BUILDER, "inputs": {"annotations": gt, "images": img}}))
     pre = f"{name}-letterbox"
     add.tables.append(("build", pre, {
         "description": f"the images of `{img}` letterboxed for `{name}` (added by `mlbuild add`)",

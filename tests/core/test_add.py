@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from mlbuild import builders
 from mlbuild import lock as lockmod
 from tests.core._proj import mb, new_project
 from tests.core.project import core_env  # noqa: F401  (fixture)
@@ -129,12 +128,15 @@ def test_add_dataset_declares_a_coco_dataset_build_or_says_what_to_do(
     (proj / "gt.json").write_text('{"images": [], "annotations": [], "categories": []}\n')
     (proj / "imgs").mkdir()
     before = _manifest(proj).read_bytes()
-    if "coco-dataset" in builders.names():
-        mb(capsys, "add", "dataset", "ds", "--annotations", "gt.json", "--images", "imgs", "--no-lock")
-        build = tomllib.loads(_manifest(proj).read_text())["build"]["ds"]
-        assert build["builder"] == "coco-dataset"
-        assert build["inputs"]["annotations"] == "ds-annotations" and build["inputs"]["images"] == "ds-images"
-    else:
-        r = mb(capsys, "add", "dataset", "ds", "--annotations", "gt.json", "--images", "imgs", expect=2)
-        assert "no `coco-dataset` builder" in r.err and "--annotations A --images I" in r.err
-        assert _manifest(proj).read_bytes() == before
+    mb(capsys, "add", "dataset", "ds", "--annotations", "gt.json", "--images", "imgs", "--no-lock")
+    build = tomllib.loads(_manifest(proj).read_text())["build"]["ds"]
+    assert build["builder"] == "coco-dataset"
+    assert build["inputs"]["annotations"] == "ds-annotations" and build["inputs"]["images"] == "ds-images"
+    assert _manifest(proj).read_bytes().startswith(before)
+    # a run on it letterboxes the dataset's images, scored against the dataset's annotations.json
+    (proj / "m.onnx").write_bytes(b"not really a model")
+    mb(capsys, "add", "run", "r", "--model", "m.onnx", "--dataset", "ds", "--no-lock")
+    doc = tomllib.loads(_manifest(proj).read_text())
+    assert doc["build"]["r-letterbox"]["inputs"]["dataset"] == "ds-images"
+    assert doc["build"]["r-letterbox"]["inputs"]["annotations"] == "ds"
+    assert doc["run"]["r"]["inputs"]["annotations"] == "ds"
