@@ -87,10 +87,14 @@ def test_add_run_adds_the_preprocessing_and_passes_set_through(proj: Path, capsy
     assert _manifest(proj).read_text().startswith(COMMENTED)
     run = doc["run"]["mine"]
     assert run["inputs"] == {"model": "yolox-nano-onnx", "preprocessed": "mine-letterbox",
-                             "annotations": "mine-annotations"}
+                             "annotations": "mine-dataset"}
     assert run["params"]["scenario"] == "SingleStream" and run["params"]["min_duration_ms"] == 1000
-    assert doc["build"]["mine-letterbox"]["inputs"] == {"dataset": "mine-images", "annotations": "mine-annotations",
+    assert doc["build"]["mine-letterbox"]["inputs"] == {"dataset": "mine-images", "annotations": "mine-dataset",
                                                        "env": "env-data"}
+    # the COCO JSON and its images go through a coco-dataset build (every image checked present)
+    assert doc["build"]["mine-dataset"] == {"description": "COCO dataset of `mine` (added by `mlbuild add`)",
+                                            "builder": "coco-dataset",
+                                            "inputs": {"annotations": "mine-annotations", "images": "mine-images"}}
     assert doc["path"]["mine-annotations"]["path"] == "../gt.json"
     lock = lockmod.read(proj / "lock" / "mlbuild.lock")
     assert {"mine-annotations", "mine-images", "yolox-nano-onnx"} <= set(lock.artifacts)
