@@ -262,6 +262,15 @@ def resolve(
         if old is not None and old.decl == digest and name not in update and d.name not in update and reusable:
             pinned[name] = old
             continue
+        source = d.files_from["artifact"] if isinstance(d, FetchDecl) and d.files_from else None
+        if source is not None and source in unpinned:  # its file list is in bytes nobody could reach
+            if old is not None and old.decl == digest:
+                pinned[name] = old
+                kept[name] = f"its file list comes from `{source}`, which could not be pinned"
+            else:
+                unpinned[name] = Unpinned(name, d.kind, digest, f"its file list comes from `{source}`, which is "
+                                          f"unpinned: {unpinned[source].reason}")
+            continue
         key = f"lock:{name}"
         reporter.on_task_start(key, f"pin {name}", None)
         try:
