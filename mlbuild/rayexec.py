@@ -29,7 +29,7 @@ import sys
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .errors import MlbuildError, StoreError, UsageError
 
@@ -78,11 +78,10 @@ def require_bench_slots(ray: Any) -> None:
 # --------------------------------------------------------------------------- shipping entries
 
 
-def export_entries(store: Any, names: Sequence[str], ship: set[str]) -> tuple[list[dict[str, Any]], bytes]:
-    """Registry records of entries ``names`` of ``store`` and a tar of those in ``ship``."""
+def export_entries(store: Any, names: Sequence[str], ship: set[str], fileobj: IO[bytes]) -> list[dict[str, Any]]:
+    """Registry records of entries ``names`` of ``store``; a tar of those in ``ship`` into ``fileobj``."""
     records: list[dict[str, Any]] = []
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
+    with tarfile.open(fileobj=fileobj, mode="w") as tar:
         for name in names:
             info = store.info(name)
             if info is None:
@@ -94,7 +93,7 @@ def export_entries(store: Any, names: Sequence[str], ship: set[str]) -> tuple[li
                             "realisations": sorted(drvs)})
             if name in ship:
                 tar.add(str(store.path(name)), arcname=name, recursive=True)
-    return records, buf.getvalue()
+    return records
 
 
 def _topological(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -115,13 +114,15 @@ def _topological(records: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]
     return out
 
 
-def import_entries(store: Any, records: Sequence[Mapping[str, Any]], bundle: bytes) -> list[str]:
+def import_entries(store: Any, records: Sequence[Mapping[str, Any]], bundle: IO[bytes]) -> list[str]:
     """Add shipped entries to ``store`` under their names, each re-hashed against its record;
     then record their realisations. Returns the names added (present ones are checked)."""
     from .hashing import ContentHash
 
-    added = []
-    with tarfile.open(fileobj=io.BytesIO(bundle), mode="r") as tar:
+    added: list[str] = []
+    if not records:
+        return added
+    with tarfile.open(fileobj=bundle, mode="r") as tar:
         members = tar.getmembers()
         for rec in _topological(records):
             name = rec["name"]
@@ -205,8 +206,9 @@ def _realize_task(payload: Mapping[str, Any]) -> dict[str, Any]:
         have = set(payload.get("have", ()))
         # every closure entry's record (its realisations matter to the driver's plans); the
         # files only of those the driver lacks
-        records, bundle = export_entries(store, closure, {n for n in closure if n not in have})
-        return {"node": node, "entry": entry, "records": records, "bundle": bundle}
+        buf = io.BytesIO()
+        records = export_entries(store, closure, {n for n in closure if n not in have}, buf)
+        return {"node": node, "entry": entry, "records": records, "bundle": buf.getvalue()}
     finally:
         store.close()
 
@@ -256,7 +258,7 @@ class RayRunner:
                     on_done(i, reply, f"on node {reply.get('node')}: {reply['error']}")
                     continue
                 try:
-                    import_entries(self.store, reply["records"], reply["bundle"])
+                    import_entries(self.store, reply["records"], io.BytesIO(reply["bundle"]))
                 except MlbuildError as e:
                     on_done(i, reply, f"bringing the result home failed: {e}")
                     continue
