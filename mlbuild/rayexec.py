@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .errors import MlbuildError, StoreError, UsageError
+from .errors import CorruptEntryError, MlbuildError, StoreError, UsageError
 
 BENCH_RESOURCE = "mlbuild_bench"
 ENV_PASSTHROUGH = ("MLBUILD_SUBSTITUTERS", "MLBUILD_TRUSTED_KEYS", "MLBUILD_MIRRORS")
@@ -148,8 +148,15 @@ def import_entries(store: Any, records: Sequence[Mapping[str, Any]], bundle: IO[
                     if m.isfile() and m.mode & 0o111:
                         os.chmod(tmp / m.name, 0o755)
                 expected = ContentHash(rec["method"], int(rec["size"]), rec["sha256"], rec["blake3"])
-                store.commit(tmp / name, name, kind=rec["kind"], method=rec["method"], deriver=rec["deriver"],
-                             references=rec["references"], sandbox=rec["sandbox"], expected=expected)
+                try:
+                    store.commit(tmp / name, name, kind=rec["kind"], method=rec["method"], deriver=rec["deriver"],
+                                 references=rec["references"], sandbox=rec["sandbox"], expected=expected)
+                except CorruptEntryError as e:
+                    raise CorruptEntryError(
+                        f"`{name}` shipped from a Ray node does not match its recorded content hash "
+                        f"(sha256 {rec['sha256']}): {e.args[0] if e.args else e}; nothing of it was added",
+                        hints=["realize the point again; check the node's store with `mlbuild store verify`"],
+                    ) from None
             added.append(name)
     for rec in records:
         for drv in rec["realisations"]:
