@@ -302,6 +302,7 @@ class RayExecutor:
                 p.error = describe_error(e)
                 log(f"point {k + 1}/{len(points)}: {label}: failed: {p.error}")
                 continue
+            p.drv = graph.nodes[spec.target].drv
             resolved = graph.resolve(store.realisation).nodes[spec.target].entry
             if resolved is not None and store.is_valid(resolved):
                 p.reused, p.entry, paths[k] = True, resolved, store.path(resolved)

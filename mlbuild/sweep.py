@@ -172,6 +172,8 @@ class Point:
     settings: dict[str, Any]  # the axes' values of this point
     overrides: dict[str, Any]  # everything passed to the run (base + settings)
     entry: str | None = None
+    drv: str | None = None  # the run's derivation: its identity before anything is measured
+    parts: dict[str, str] = field(default_factory=dict)  # accuracy/performance -> entry
     reused: bool = False
     error: str | None = None
     where: str = "local"
@@ -182,13 +184,14 @@ class Point:
     violations: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"settings": self.settings, "entry": self.entry, "error": self.error,
+        return {"settings": self.settings, "entry": self.entry, "drv": self.drv, "parts": self.parts,
+                "error": self.error,
                 "metrics": self.metrics, "validity": self.validity, "accuracy_sha256": self.accuracy_sha256,
                 "feasible": self.feasible, "violations": self.violations}
 
 
-def read_point(path: Path) -> tuple[dict[str, Any], str | None, str | None]:
-    """(metrics, validity, sha256 of the accuracy log) of a realized run target's entry."""
+def read_point(path: Path) -> tuple[dict[str, Any], str | None, str | None, dict[str, str]]:
+    """(metrics, validity, sha256 of the accuracy log, part -> entry) of a realized run target's entry."""
     import hashlib
 
     result = json.loads((path / "result.json").read_text(encoding="utf-8"))
@@ -207,7 +210,9 @@ def read_point(path: Path) -> tuple[dict[str, Any], str | None, str | None]:
             acc = hashlib.sha256(f.read_bytes()).hexdigest()
             break
     validity = m.get("validity")
-    return metrics, validity if isinstance(validity, str) else None, acc
+    parts = {k: str(v.get("entry")) for k, v in sorted(((result.get("provenance") or {}).get("parts") or {}).items())
+             if isinstance(v, dict) and v.get("entry")}
+    return metrics, validity if isinstance(validity, str) else None, acc, parts
 
 
 def judge(spec: SweepSpec, point: Point) -> None:
@@ -280,7 +285,7 @@ def run_sweep(spec: SweepSpec, executor: Executor, *, rerun: bool = False,
     for p, path in zip(points, paths, strict=True):
         if p.error is None and path is not None:
             try:
-                p.metrics, p.validity, p.accuracy_sha256 = read_point(path)
+                p.metrics, p.validity, p.accuracy_sha256, p.parts = read_point(path)
             except (OSError, ValueError) as e:
                 p.error = f"cannot read the point's result.json: {e}"
         judge(spec, p)
@@ -322,6 +327,7 @@ class LocalExecutor:
             label = ", ".join(f"{a}={v}" for a, v in p.settings.items())
             try:
                 graph = self.plan(spec.target, p.overrides, rerun)
+                p.drv = graph.nodes[spec.target].drv
                 resolved = graph.resolve(self.store.realisation).nodes[spec.target].entry
                 p.reused = resolved is not None and self.store.is_valid(resolved)
                 log(f"point {k}/{len(points)}: {label}: {'reused' if p.reused else 'running'}")
