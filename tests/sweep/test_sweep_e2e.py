@@ -137,11 +137,16 @@ def test_ray_sweep_gives_the_same_identities_and_accuracy(sweep_project: Project
     try:
         doc, err = _sweep(sweep_project, "--ray", cluster.address, "--ray-store", str(node), *other,
                           env=LOOPBACK_ENV, timeout=600)
+        # `realize --ray` of one of those points: the node has it; the same entry is printed here
+        r = sweep_project.run("realize", TARGET, "--mirror", str(MIRROR), *SHORT, *other, "--set", "sessions=2",
+                              "--ray", cluster.address, "--ray-store", str(node), env=LOOPBACK_ENV, timeout=300)
+        realized = Path(r.stdout.strip().splitlines()[-1]).name
     finally:
         cluster.stop()
         shutil.rmtree(ray_dir, ignore_errors=True)
     assert not cluster.pids()
     pts = doc["points"]
+    assert realized == pts[1]["entry"]
     assert "sessions" in pts[2]["error"]
     assert err.count("submitted to Ray") == 2, err
     for mine, local in zip(pts[:2], ok, strict=True):

@@ -191,3 +191,14 @@ def test_entries_ship_between_stores_hash_checked(tmp_path: Path) -> None:
         import_entries(b, forged, io.BytesIO(raw))
     a.close()
     b.close()
+
+
+def test_nothing_of_ray_is_imported_without_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, mlbuild.cli as c, mlbuild.sweep, mlbuild.sweepreport; "
+            "c.build_parser('sweep').parse_args(['sweep', 'x', '--set', 'sessions=1,2']); "
+            "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')], 'ray imported'")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
