@@ -416,14 +416,17 @@ def _realize_ray(ctx: Ctx, overrides: dict[str, Any]) -> int:
 
         raise UsageError("`--ray` cannot be combined with --check, --rerun or --offline")
     graph = _plan(ctx, ctx.args.targets, overrides)  # checks targets and overrides before any task starts
-    runner = _ray_runner(ctx)
+    have = graph.resolve(ctx.store.realisation)
+    todo = [t for t in graph.targets if not (have.nodes[t].entry and ctx.store.is_valid(have.nodes[t].entry))]
     errors: dict[str, str] = {}
-    try:
-        refs = [runner.submit(t, overrides, performance=f"{t}/performance" in graph.nodes) for t in graph.targets]
-        runner.wait_all(refs, lambda i, _reply, err: errors.__setitem__(graph.targets[i], err) if err else None)
-        entries = {t: graph.resolve(ctx.store.realisation).nodes[t].entry for t in graph.targets}
-    finally:
-        runner.close()
+    if todo:  # what this store holds already is reused, as a plain realize does
+        runner = _ray_runner(ctx)
+        try:
+            refs = [runner.submit(t, overrides, performance=f"{t}/performance" in graph.nodes) for t in todo]
+            runner.wait_all(refs, lambda i, _reply, err: errors.__setitem__(todo[i], err) if err else None)
+        finally:
+            runner.close()
+    entries = {t: graph.resolve(ctx.store.realisation).nodes[t].entry for t in graph.targets}
     if errors:
         t, e = sorted(errors.items())[0]
         raise BuildError(f"`{t}` failed on Ray: {e}")

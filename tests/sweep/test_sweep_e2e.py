@@ -3,6 +3,7 @@ Ray tasks on a loopback cluster the test starts, into stores of their own."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -19,6 +20,8 @@ TARGET = "yolox-coco128-offline"
 # short runs: 128 samples (the manifest's min_query_count) at whatever speed the machine has
 SHORT = ["--set", "min_duration_ms=300", "--set", "target_qps=30", "--set", "intra_op_threads=1"]
 AXES = ["--set", "sessions=1,2,0"]
+# a performance-only setting of the Ray sweep's own (its points are new measurements)
+RAY_PERF = ["--set", "max_duration_ms=600000"]
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_index]
 
@@ -131,22 +134,27 @@ def test_ray_sweep_gives_the_same_identities_and_accuracy(sweep_project: Project
     _seed(sweep_project.store, node, inputs)  # what shared caches (#9) give a node
     # new performance settings: the points are measured on the node; their accuracy parts are the
     # local sweep's (performance-only settings are not in the accuracy identity)
-    other = ["--set", "max_duration_ms=600000"]
+    other = RAY_PERF
     ray_dir = Path(tempfile.mkdtemp(prefix="mlbray-", dir="/tmp"))  # Ray's socket paths must fit 107 bytes
     cluster = Cluster(ray_dir)
     try:
         doc, err = _sweep(sweep_project, "--ray", cluster.address, "--ray-store", str(node), *other,
                           env=LOOPBACK_ENV, timeout=600)
-        # `realize --ray` of one of those points: the node has it; the same entry is printed here
-        r = sweep_project.run("realize", TARGET, "--mirror", str(MIRROR), *SHORT, *other, "--set", "sessions=2",
-                              "--ray", cluster.address, "--ray-store", str(node), env=LOOPBACK_ENV, timeout=300)
+        # `realize --ray` of an accuracy-only run (no benchmark slot needed): realized on the node,
+        # brought home under the name this store's own plan gives it
+        acc = [*SHORT, "--set", "sessions=3", "--mode", "accuracy"]
+        r = sweep_project.run("realize", TARGET, "--mirror", str(MIRROR), *acc, "--ray", cluster.address,
+                              "--ray-store", str(node), env=LOOPBACK_ENV, timeout=300)
         realized = Path(r.stdout.strip().splitlines()[-1]).name
     finally:
         cluster.stop()
         shutil.rmtree(ray_dir, ignore_errors=True)
     assert not cluster.pids()
     pts = doc["points"]
-    assert realized == pts[1]["entry"]
+    shown = json.loads(sweep_project.run("show", TARGET, *acc, "--json").stdout)
+    assert shown["entry"] == realized and (node / realized).is_dir() and (sweep_project.store / realized).is_dir()
+    acc_log = sweep_project.store / realized / "mlperf_log_accuracy.json"
+    assert hashlib.sha256(acc_log.read_bytes()).hexdigest() == ok[0]["accuracy_sha256"]
     assert "sessions" in pts[2]["error"]
     assert err.count("submitted to Ray") == 2, err
     for mine, local in zip(pts[:2], ok, strict=True):
