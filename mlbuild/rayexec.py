@@ -50,6 +50,10 @@ def import_ray() -> Any:
 def connect(address: str | None, *, object_store_memory: int | None = None) -> Any:
     """Join the cluster at ``address`` (or ``$RAY_ADDRESS``); with neither, start a local one on
     this machine that declares one benchmark slot."""
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # a local instance of our own: Ray advertises the host's outward address unless told that
+        # this is not a cluster of several hosts; this keeps it on 127.0.0.1 (read when ray is imported)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = import_ray()
     if ray.is_initialized():
         return ray

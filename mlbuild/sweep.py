@@ -155,15 +155,6 @@ def make_spec(name: str, target: str, axes: Mapping[str, Sequence[Any]], *, base
                      tuple(parse_constraint(c) for c in constraints))
 
 
-def spec_from_manifest(decl: Any, *, base: Mapping[str, Any] | None = None, objective: str | None = None,
-                       constraints: Iterable[str] = ()) -> SweepSpec:
-    """A ``[sweep.NAME]`` declaration (``manifest.SweepDecl``), with the command line's additions."""
-    merged_base = dict(decl.base)
-    merged_base.update(base or {})
-    return make_spec(decl.name, decl.target, decl.axes, base=merged_base, objective=objective or decl.objective,
-                     constraints=[*decl.constraints, *constraints])
-
-
 # --------------------------------------------------------------------------- points
 
 
