@@ -341,6 +341,8 @@ class _Done(Exception):
 
 def cmd_realize(ctx: Ctx) -> int:
     overrides = _overrides(ctx.args)
+    if getattr(ctx.args, "ray", None) is not None:
+        return _realize_ray(ctx, overrides)
     cache_key = None
     if not ctx.args.check and not ctx.args.offline and not ctx.args.rerun:
         try:
@@ -391,6 +393,85 @@ def cmd_realize(ctx: Ctx) -> int:
     for t in graph.targets:
         print(paths[t])
     return 0
+
+
+def _ray_runner(ctx: Ctx) -> Any:
+    from .rayexec import RayRunner
+
+    address = None if ctx.args.ray in ("", "local") else ctx.args.ray
+    lock = ctx.lock_path() if ctx.lock_path().exists() else None
+    return RayRunner(store=ctx.store, manifests=Path(ctx.args.manifests), lock_path=lock,
+                     mirrors=list(ctx.args.mirror or []), address=address, worker_store=ctx.args.ray_store,
+                     object_store_memory=ctx.args.object_store_memory, jobs=ctx.args.jobs)
+
+
+def _realize_ray(ctx: Ctx, overrides: dict[str, Any]) -> int:
+    """`realize --ray`: each target realized by a Ray task, its result brought into this store."""
+    from .errors import BuildError
+
+    if ctx.args.check or ctx.args.rerun or ctx.args.offline:
+        from .errors import UsageError
+
+        raise UsageError("`--ray` cannot be combined with --check, --rerun or --offline")
+    graph = _plan(ctx, ctx.args.targets, overrides)  # checks targets and overrides before any task starts
+    have = graph.resolve(ctx.store.realisation)
+    todo = [t for t in graph.targets if not (have.nodes[t].entry and ctx.store.is_valid(have.nodes[t].entry))]
+    errors: dict[str, str] = {}
+    if todo:  # what this store holds already is reused, as a plain realize does
+        runner = _ray_runner(ctx)
+        try:
+            refs = [runner.submit(t, overrides, performance=f"{t}/performance" in graph.nodes) for t in todo]
+            runner.wait_all(refs, lambda i, _reply, err: errors.__setitem__(todo[i], err) if err else None)
+        finally:
+            runner.close()
+    entries = {t: graph.resolve(ctx.store.realisation).nodes[t].entry for t in graph.targets}
+    if errors:
+        t, e = sorted(errors.items())[0]
+        raise BuildError(f"`{t}` failed on Ray: {e}")
+    ctx.close()
+    for t in graph.targets:
+        if graph.nodes[t].kind == "run" and entries[t]:
+            _print_run_summary(ctx, ctx.store.path(entries[t]))
+    for t in graph.targets:
+        print(ctx.store.path(entries[t]) if entries[t] else f"{t}: (not resolved)")
+    return 0
+
+
+def cmd_sweep(ctx: Ctx) -> int:
+    """`mlbuild sweep`: every point an ordinary run; the table, the best point, the stored report."""
+    import json
+
+    from . import sweep
+
+    manifest = ctx.manifest()
+    spec = sweep.spec_for(manifest, ctx.args.name, ctx.args.set or [], scenario=ctx.args.scenario,
+                          objective=ctx.args.objective, constraints=ctx.args.constraint or [])
+    lock = ctx.read_lock() if ctx.lock_path().exists() else None
+    local = sweep.LocalExecutor(store=ctx.store, manifest=manifest, lock=lock,
+                                lock_path=ctx.lock_path() if ctx.lock_path().exists() else None,
+                                fetcher_factory=ctx.fetcher_factory(False), reporter=ctx.reporter,
+                                jobs=ctx.args.jobs)
+    executor: Any = local
+    runner = None
+    if ctx.args.ray is not None:
+        from .rayexec import RayExecutor
+
+        runner = _ray_runner(ctx)
+        executor = RayExecutor(runner, local)
+    try:
+        result = sweep.run_sweep(spec, executor, rerun=ctx.args.rerun, log=ctx.printer.info)
+    finally:
+        if runner is not None:
+            runner.close()
+    path = sweep.store_sweep(ctx.store, result)
+    ctx.close()
+    if ctx.args.json:
+        print(json.dumps(dict(result.document(), entry=result.entry), indent=2, sort_keys=True))
+    else:
+        print(sweep.format_table(result))
+        print(f"report: {path / 'report.html'}")
+    print(path)
+    return 0 if result.best is not None else 1
 
 
 def _offline_preflight(ctx: Ctx, graph: Any) -> None:
@@ -1092,7 +1173,7 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 # Every top-level command, in the order `mlbuild --help` lists them (a test holds this to the parser).
 COMMANDS = ("init", "add", "lock", "realize", "show", "graph", "why-depends", "log", "gc", "store", "mirror",
-            "results", "key", "verify", "export", "reproduce", "diff", "submission")
+            "results", "key", "verify", "export", "reproduce", "diff", "submission", "sweep")
 
 
 class _Skipped:
@@ -1185,6 +1266,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--rerun", action="store_true",
                    help="measure run targets' performance again (a new repeat; earlier ones are kept)")
     _run_flags(p)
+    _ray_flags(p)
     p.set_defaults(func=cmd_realize)
 
     p = add("show", "describe a target or a store entry")
@@ -1306,7 +1388,35 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="no network (a submission target's runs)")
     p.add_argument("--json", action="store_true", help="`check`: the report as JSON")
     p.set_defaults(func=cmd_submission, check=False, rerun=False, set=None)
+
+    p = add("sweep", "run a target over every combination of parameter values; table, best point, Pareto front",
+            "examples:\n  mlbuild sweep yolox-coco128-offline --set sessions=1,2 --set intra_op_threads=1,2\n"
+            "  mlbuild sweep yolox-coco128-offline --set batch_size=1,2,4 --constraint 'latency_p99_ms<=100'\n"
+            "  mlbuild sweep NAME            # a [sweep.NAME] manifest declaration\n"
+            "Every point is an ordinary run (reused when in the store); the sweep is stored with report.html.\n"
+            "exit 0 when a point is VALID and meets the constraints, 1 otherwise")
+    p.add_argument("name", metavar="TARGET|SWEEP")
+    p.add_argument("--set", metavar="KEY=V1,V2", action="append",
+                   help="an axis (several values) or a fixed setting (one value); repeatable")
+    p.add_argument("--scenario", help="LoadGen scenario for every point")
+    p.add_argument("--objective", help="metric to optimise (default samples_per_second; latency_p99_ms, mAP ...)")
+    p.add_argument("--constraint", metavar="METRIC<=N", action="append",
+                   help="a point is feasible only when it holds, e.g. 'latency_p99_ms<=100'; repeatable")
+    p.add_argument("--rerun", action="store_true", help="measure every point's performance again (a new repeat)")
+    p.add_argument("--json", action="store_true", help="print the sweep document as JSON")
+    _ray_flags(p)
+    p.set_defaults(func=cmd_sweep)
     return parser
+
+
+def _ray_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray (optional extra `mlbuild[ray]`)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run as Ray tasks: on the cluster at ADDRESS (or $RAY_ADDRESS), else a local one")
+    g.add_argument("--ray-store", metavar="DIR",
+                   help="the store nodes realize into (default $MLBUILD_RAY_STORE on the node, else this store's path)")
+    g.add_argument("--object-store-memory", type=int, metavar="BYTES",
+                   help="object store size of a local Ray instance this command starts")
 
 
 def render_error(e: BaseException, verbose: bool) -> int:

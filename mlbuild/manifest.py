@@ -43,7 +43,7 @@ MAX_STRIP_COMPONENTS = 64
 # fit a signed 32-bit integer (thread counts, sizes and counts end up in C ints in the runtimes).
 MAX_FLOAT_PARAM = 1e9
 INT_PARAM_RANGE = (-(2**31), 2**31 - 1)
-KINDS = ("fetch", "pypi", "sdist", "build", "run", "path")
+KINDS = ("fetch", "pypi", "sdist", "build", "run", "path", "sweep")
 UNPACK_FORMATS = ("tar", "tar.gz", "tgz", "tar.xz", "tar.bz2", "zip")
 
 
@@ -136,9 +136,26 @@ Decl = FetchDecl | PypiDecl | SdistDecl | BuildDecl | PathDecl
 
 
 @dataclass(frozen=True)
+class SweepDecl:
+    """``[sweep.NAME]``: axes over a run target's parameters (``mlbuild sweep NAME``); not a
+    buildable declaration (kept in ``Manifest.sweeps``, outside ``decls``)."""
+
+    name: str
+    where: Where
+    target: str
+    axes: Mapping[str, tuple[Any, ...]]  # param -> values, in the order written
+    base: Mapping[str, Any] = field(default_factory=dict)  # `params`: fixed for every point
+    objective: str = "samples_per_second"
+    constraints: tuple[str, ...] = ()
+    description: str = ""
+    kind: str = "sweep"
+
+
+@dataclass(frozen=True)
 class Manifest:
     decls: Mapping[str, Decl]
     sources: Mapping[str, bytes]  # file name -> bytes, for the lock's manifest digest
+    sweeps: Mapping[str, SweepDecl] = field(default_factory=dict)  # `[sweep.NAME]` (mlbuild.sweep)
 
     def get(self, name: str) -> Decl:
         from .errors import UsageError
@@ -432,6 +449,25 @@ def _parse_build(ctx: _Ctx, t: Mapping[str, Any], kind: str) -> BuildDecl:
                      ctx.string(t, "description", default="") or "", kind)
 
 
+def _parse_sweep(ctx: _Ctx, t: Mapping[str, Any]) -> SweepDecl:
+    ctx.check_keys(t, ("description", "target", "axes", "params", "objective", "constraints"))
+    target = ctx.string(t, "target", required=True)
+    assert target is not None
+    axes = t.get("axes")
+    if not isinstance(axes, dict) or not axes:
+        raise ctx.err("expected a non-empty table of parameter -> list of values", "axes")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values or any(isinstance(v, (list, dict)) for v in values):
+            raise ctx.err(f"axis `{key}`: expected a non-empty list of values", f"axes.{key}")
+    params = t.get("params", {})
+    if not isinstance(params, dict):
+        raise ctx.err("expected a table of parameters fixed for every point", "params")
+    objective = ctx.string(t, "objective", default="samples_per_second") or "samples_per_second"
+    return SweepDecl(ctx.name, Where(ctx.file, _line_of(ctx.text, "sweep", ctx.name)), target,
+                     {k: tuple(v) for k, v in axes.items()}, dict(sorted(params.items())), objective,
+                     ctx.strings(t, "constraints"), ctx.string(t, "description", default="") or "")
+
+
 def name_problem(name: str) -> str | None:
     """Why ``name`` cannot be a declaration name, or None when it can."""
     if len(name) > MAX_NAME_LEN:
@@ -452,7 +488,7 @@ def _show(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
+def load_file(path: Path, display: str) -> tuple[list[Decl | SweepDecl], bytes]:
     raw = path.read_bytes()
     try:
         text = raw.decode()
@@ -469,7 +505,7 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
     except ValueError as e:  # tomllib's int() of a literal with thousands of digits
         raise ManifestError(f"malformed TOML: a value cannot be read: {str(e)[:120]}", file=display,
                             hints=["integers in a manifest are small (see the field's documented range)"]) from None
-    decls: list[Decl] = []
+    decls: list[Decl | SweepDecl] = []
     for kind, table in data.items():
         if kind not in KINDS:
             raise ManifestError(
@@ -495,6 +531,8 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
                 decls.append(_parse_sdist(ctx, body))
             elif kind == "path":
                 decls.append(_parse_path(ctx, body, path.resolve().parent))
+            elif kind == "sweep":
+                decls.append(_parse_sweep(ctx, body))
             else:
                 decls.append(_parse_build(ctx, body, kind))
     return decls, raw
@@ -502,15 +540,15 @@ def load_file(path: Path, display: str) -> tuple[list[Decl], bytes]:
 
 def load(directory: Path) -> Manifest:
     """Read and validate every ``*.toml`` in ``directory``."""
-    decls, sources = load_decls(directory)
-    manifest = Manifest(dict(sorted(decls.items())), sources)
+    decls, sources, sweeps = load_decls(directory)
+    manifest = Manifest(dict(sorted(decls.items())), sources, dict(sorted(sweeps.items())))
     validate(manifest)
     return manifest
 
 
 def load_decls(directory: Path, *, display_prefix: str = "", source_prefix: str = ""
-               ) -> tuple[dict[str, Decl], dict[str, bytes]]:
-    """Every declaration of ``directory/*.toml``, not yet cross-checked (see :func:`load`)."""
+               ) -> tuple[dict[str, Decl], dict[str, bytes], dict[str, SweepDecl]]:
+    """Every declaration of ``directory/*.toml`` and its sweeps, not yet cross-checked (see :func:`load`)."""
     if not directory.is_dir():
         raise ManifestError(
             f"manifest directory `{directory}` does not exist",
@@ -522,12 +560,19 @@ def load_decls(directory: Path, *, display_prefix: str = "", source_prefix: str 
         raise ManifestError(f"no `*.toml` manifests in `{directory}`",
                             hints=["`mlbuild init` writes an example manifest"])
     decls: dict[str, Decl] = {}
+    sweeps: dict[str, SweepDecl] = {}
     sources: dict[str, bytes] = {}
     for path in files:
         display = f"{display_prefix}{directory.name}/{path.name}"
         found, raw = load_file(path, display)
         sources[source_prefix + path.name] = raw
         for d in found:
+            if isinstance(d, SweepDecl):
+                if d.name in sweeps:
+                    raise ManifestError(f"sweep `{d.name}` is declared twice (also at {sweeps[d.name].where.file})",
+                                        file=d.where.file, line=d.where.line, key=f"sweep.{d.name}")
+                sweeps[d.name] = d
+                continue
             if d.name in decls:
                 other = decls[d.name].where
                 raise ManifestError(
@@ -535,7 +580,7 @@ def load_decls(directory: Path, *, display_prefix: str = "", source_prefix: str 
                     file=d.where.file, line=d.where.line, key=d.name,
                 )
             decls[d.name] = d
-    return decls, sources
+    return decls, sources, sweeps
 
 
 def _table_line(text: str, kind: str) -> int | None:
@@ -555,8 +600,14 @@ def _param_error(d: BuildDecl, message: str, key: str) -> ManifestError:
 
 
 def validate(manifest: Manifest) -> None:
-    """Cross-declaration checks: inputs exist, builder params typed, no cycles."""
+    """Cross-declaration checks: inputs exist, builder params typed, no cycles, sweeps over runs."""
     from . import builders
+
+    for sw in manifest.sweeps.values():
+        swept = manifest.decls.get(sw.target)
+        if not isinstance(swept, BuildDecl) or swept.kind != "run":
+            raise ManifestError(f"sweep `{sw.name}`: `target` names `{sw.target}`, which is not a run declaration",
+                                file=sw.where.file, line=sw.where.line, key=f"sweep.{sw.name}.target")
 
     for d in manifest.decls.values():
         if not isinstance(d, BuildDecl):

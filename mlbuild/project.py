@@ -118,13 +118,14 @@ def load_manifest(directory: Path, targets: Iterable[str] = ()) -> Manifest:
     shipped = shipped_manifests()
     if shipped is None or _is_shipped(directory):
         return load(directory)
-    own, sources = load_decls(directory)
+    own, sources, sweeps = load_decls(directory)
     wanted = [n for d in own.values() for n in _references(d)] + [t for t in targets if t not in own]
+    wanted += [sw.target for sw in sweeps.values()]
     if not any(n not in own for n in wanted):
-        manifest = Manifest(dict(sorted(own.items())), sources)
+        manifest = Manifest(dict(sorted(own.items())), sources, dict(sorted(sweeps.items())))
         validate(manifest)
         return manifest
-    extra, extra_sources = load_decls(shipped, display_prefix=SHIPPED_PREFIX, source_prefix=SHIPPED_PREFIX)
+    extra, extra_sources, _ = load_decls(shipped, display_prefix=SHIPPED_PREFIX, source_prefix=SHIPPED_PREFIX)
     decls = dict(own)
     todo = [n for n in wanted if n not in own]
     used_files: set[str] = set()
@@ -137,7 +138,7 @@ def load_manifest(directory: Path, targets: Iterable[str] = ()) -> Manifest:
         todo.extend(_references(extra[n]))
     sources = dict(sources)
     sources.update({k: v for k, v in extra_sources.items() if k[len(SHIPPED_PREFIX):] in used_files})
-    manifest = Manifest(dict(sorted(decls.items())), sources)
+    manifest = Manifest(dict(sorted(decls.items())), sources, dict(sorted(sweeps.items())))
     validate(manifest)
     return manifest
 

@@ -69,6 +69,7 @@ def build(ctx: BuildContext) -> None:
             "intra_op_threads": nn,
             "inter_op_threads": nn,
             "batch_size": nn,
+            "sessions": hparams.positive,
             "score_threshold": lambda v: (
                 None if v < 0 or v <= 1.0 else "must be <= 1 (or negative for the model default)"
             ),

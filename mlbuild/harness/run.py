@@ -105,12 +105,14 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     for w in label_map.warnings:
         log(f"warning: {w}")
 
-    session = sut.make_session(
+    sessions = sut.make_sessions(
         model_path,
+        p["sessions"],
         intra_op_threads=p["intra_op_threads"],
         inter_op_threads=p["inter_op_threads"],
         graph_optimization_level=p["graph_optimization_level"],
     )
+    session = sessions[0]
     info = sut.inspect_model(session, model_path.name)
     sut.check_model_against_meta(info, model_path.name, meta)
     threshold = p["score_threshold"]
@@ -131,7 +133,7 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     post = sut.Postprocessor(decoder, meta, output_names)
     lg = sut.import_loadgen(p["loadgen"])
     perf_count = min(p["performance_sample_count"], n) if p["performance_sample_count"] > 0 else n
-    harness = sut.Harness(lg, session, info, tensors, meta, post, batch, perf_count, log)
+    harness = sut.Harness(lg, sessions, info, tensors, meta, post, batch, perf_count, log)
     harness.warmup()
 
     # A part of a split run (see graph.split_runs) is told so by its derivation's fingerprint:
@@ -148,8 +150,9 @@ def run(ctx: BuildContext, p: dict[str, Any], version: int) -> None:
     errors: dict[str, list[str]] = {}
     for ph in phases:
         settings = _settings(lg, p, accuracy=(ph == "accuracy"), n=n)
-        log(f"{ph} run: {p['scenario']}, {n} samples, batch {batch}, loadgen `{p['loadgen']}`")
-        timelines[ph] = harness.run(settings, dirs[ph])
+        log(f"{ph} run: {p['scenario']}, {n} samples, batch {batch}, {len(sessions)} session(s), "
+            f"loadgen `{p['loadgen']}`")
+        timelines[ph] = harness.run(settings, dirs[ph], ordered=(ph == "accuracy"))
         entries = logs.parse_detail(dirs[ph] / "mlperf_log_detail.txt")
         details[ph] = logs.detail_values(entries)
         errors[ph] = logs.detail_errors(entries)

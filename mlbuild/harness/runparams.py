@@ -36,11 +36,16 @@ PARAMS = {
         "Offline expected QPS / Server target QPS / Single- and MultiStream 1/expected latency (0 = mlperf.conf)"),
     "target_latency_ms": Param(float, 0.0, "Server latency bound in ms (0 = mlperf.conf)"),
     "samples_per_query": Param(int, 0, "MultiStream samples per query (0 = mlperf.conf, 8)"),
-    "intra_op_threads": Param(int, 0, "ONNX Runtime intra-op threads (0 = its default, all cores)"),
-    "inter_op_threads": Param(int, 0, "ONNX Runtime inter-op threads (0 = its default)"),
+    "intra_op_threads": Param(
+        int, 0, "ONNX Runtime intra-op threads of each session (0 = its default, all cores)", min=0, max=1024),
+    "inter_op_threads": Param(int, 0, "ONNX Runtime inter-op threads (0 = its default)", min=0, max=1024),
+    "sessions": Param(
+        int, 1, "ONNX Runtime sessions fed from the LoadGen's queue, one worker thread each (each session has "
+        "intra_op_threads threads)", min=1, max=64),
     "graph_optimization_level": Param(
         str, "all", "ONNX Runtime graph optimisations", ("all", "extended", "basic", "disable")),
-    "batch_size": Param(int, 0, "samples per session.run (0 = the model's fixed batch, else 1; a fixed batch wins)"),
+    "batch_size": Param(
+        int, 0, "samples per session.run (0 = the model's fixed batch, else 1; a fixed batch wins)", min=0, max=4096),
     "score_threshold": Param(
         float, -1.0, "drop detections below this score (negative = model default: YOLOX 0.001, RetinaNet 0.05)"),
     "nms_iou": Param(float, 0.65, "YOLOX per-class NMS IoU threshold"),

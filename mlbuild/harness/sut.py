@@ -5,11 +5,14 @@ have the same Python API).
 - QSL: ``tensors.bin`` is memory-mapped once; ``LoadSamplesToRam`` only touches the loaded
   samples' pages (one read per 4 KiB page) so the page cache holds them before timing, and
   ``UnloadSamplesFromRam`` does nothing.
-- SUT: the issue callback only queues ``(ids, indices)``; one worker thread takes queued
-  samples, runs them through the session in batches of ``batch_size`` (the model's fixed
-  batch dimension when it has one), post-processes each sample into its accuracy record and
-  completes the whole batch with one ``QuerySamplesComplete`` call; post-processing and
-  completion run on a second thread, overlapping the next ``session.run``. When the LoadGen offers
+- SUT: the issue callback only queues ``(ids, indices)``, cut into chunks of ``batch_size``;
+  one worker thread per ONNX Runtime session (param ``sessions``, each session with its own
+  ``intra_op_threads``) takes queued samples, runs them through its session in batches of
+  ``batch_size`` (the model's fixed batch dimension when it has one); post-processing each
+  sample into its accuracy record and completing the batch with one ``QuerySamplesComplete``
+  call run on one more thread, overlapping the next ``session.run``. In an accuracy run the
+  completions are released in the order the samples were issued, so the accuracy log is the
+  same bytes whatever the number of sessions (decoding is per sample). When the LoadGen offers
   ``ConstructFastSUT`` the callback receives plain id/index lists, so no ``QuerySample``
   object is built per sample. Server queries that wait in the queue are batched together up
   to ``batch_size``.
@@ -100,6 +103,19 @@ def make_session(
         raise InputError(f"{model.name}: onnxruntime cannot load the model: {exc}") from None
 
 
+def make_sessions(
+    model: Path, count: int, *, intra_op_threads: int, inter_op_threads: int, graph_optimization_level: str
+) -> list[ort.InferenceSession]:
+    """``count`` independent sessions of ``model`` (param ``sessions``), each with its own thread pools."""
+    if count < 1:
+        raise InputError(f"{model.name}: sessions must be >= 1, got {count}")
+    return [
+        make_session(model, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
+                     graph_optimization_level=graph_optimization_level)
+        for _ in range(count)
+    ]
+
+
 def _dims(shape: list[Any]) -> list[int | str]:
     """A model shape for JSON: fixed dims as ints, symbolic ones (names, None) as strings."""
     return [d if isinstance(d, int) else str(d) for d in shape]
@@ -185,12 +201,14 @@ class Timeline:
 
 
 class Harness:
-    """QSL + SUT around one session; ``run(settings, outdir)`` runs one LoadGen test."""
+    """QSL + SUT around one or more sessions; ``run(settings, outdir)`` runs one LoadGen test.
+
+    ``session``: one session, or a list of them (one worker thread each, fed from one queue)."""
 
     def __init__(
         self,
         lg: ModuleType,
-        session: ort.InferenceSession,
+        session: ort.InferenceSession | Sequence[ort.InferenceSession],
         info: ModelInfo,
         tensors: Path,
         meta: dict[str, Any],
@@ -202,7 +220,10 @@ class Harness:
         import numpy as np
 
         self.lg = lg
-        self.session = session
+        self.sessions: list[ort.InferenceSession] = list(session) if isinstance(session, (list, tuple)) else [session]
+        if not self.sessions:
+            raise RunError("the SUT needs at least one ONNX Runtime session")
+        self.session = self.sessions[0]
         self.info = info
         self.meta = meta
         self.post = post
@@ -216,6 +237,8 @@ class Harness:
         self.failure: BaseException | None = None
         self.completed = 0
         self._np = np
+        self._seq = 0  # samples issued so far in this test (issue order, for ordered completion)
+        self.ordered = False  # release completions in issue order (accuracy runs)
 
     # --- QSL -------------------------------------------------------------------------------
     def load(self, indices: Sequence[int]) -> None:
@@ -229,31 +252,43 @@ class Harness:
         return None
 
     # --- SUT -------------------------------------------------------------------------------
+    def _enqueue(self, ids: list[int], idx: list[int]) -> None:
+        # Cut a large query (Offline sends every sample in one) into batch-sized chunks, so that
+        # several session workers share it.
+        t = time.monotonic_ns()
+        step = max(1, self.batch_size)
+        seq = self._seq
+        self._seq += len(ids)
+        for k in range(0, len(ids), step):
+            self.queue.put((t, ids[k : k + step], idx[k : k + step], seq + k))
+
     def issue(self, query_samples: Sequence[Any]) -> None:
-        ids = [q.id for q in query_samples]
-        idx = [q.index for q in query_samples]
-        self.queue.put((time.monotonic_ns(), ids, idx))
+        self._enqueue([q.id for q in query_samples], [q.index for q in query_samples])
 
     def issue_fast(self, ids: Sequence[int], idx: Sequence[int]) -> None:
-        self.queue.put((time.monotonic_ns(), list(ids), list(idx)))
+        self._enqueue(list(ids), list(idx))
 
     def flush(self) -> None:
         return None
 
-    def _worker(self) -> None:
+    def _worker(self, session: ort.InferenceSession) -> None:
         bs = self.batch_size
-        run = self.session.run
+        run = session.run
         names = self.post.output_names
         feed_name = self.info.input_name
         np = self._np
-        pending: list[tuple[int, int, int]] = []  # (t_issue, id, index)
+        pending: list[tuple[int, int, int, int]] = []  # (t_issue, id, index, seq)
+
+        def take(item: tuple[int, list[int], list[int], int]) -> None:
+            t, ids, idx, seq = item
+            pending.extend((t, i, x, seq + k) for k, (i, x) in enumerate(zip(ids, idx, strict=True)))
+
         while True:
             if not pending:
                 item = self.queue.get()
                 if item is None:
                     return
-                t, ids, idx = item
-                pending.extend(zip([t] * len(ids), ids, idx, strict=True))
+                take(item)
             # batch what is already waiting (Server queries arrive one by one)
             while len(pending) < bs:
                 try:
@@ -263,8 +298,7 @@ class Harness:
                 if item is None:
                     self.queue.put(None)
                     break
-                t, ids, idx = item
-                pending.extend(zip([t] * len(ids), ids, idx, strict=True))
+                take(item)
             batch, pending = pending[:bs], pending[bs:]
             indices = [b[2] for b in batch]
             try:
@@ -284,6 +318,8 @@ class Harness:
     def _completer(self) -> None:
         lg = self.lg
         np = self._np
+        held: dict[int, tuple[int, int, Any]] = {}  # ordered mode: seq -> (t_issue, id, record)
+        next_seq = 0
         while True:
             item = self.post_queue.get()
             if item is None:
@@ -298,34 +334,54 @@ class Harness:
                         self.failure = exc
             if recs is None:
                 recs = [np.zeros((0, 7), np.float32) for _ in batch]
+            done: list[tuple[int, int, Any]] = []
+            if self.ordered:
+                for (t, qid, _, seq), rec in zip(batch, recs, strict=True):
+                    held[seq] = (t, qid, rec)
+                while next_seq in held:
+                    done.append(held.pop(next_seq))
+                    next_seq += 1
+                if not done:
+                    continue
+            else:
+                done = [(t, qid, rec) for (t, qid, _, _), rec in zip(batch, recs, strict=True)]
             responses = []
-            for (_, qid, _), rec in zip(batch, recs, strict=True):  # one record array per sample
+            for _, qid, rec in done:  # one record array per sample
                 ptr, _ = rec.__array_interface__["data"]
                 responses.append(lg.QuerySampleResponse(qid, ptr if rec.size else 0, rec.nbytes))
             lg.QuerySamplesComplete(responses)
             now = time.monotonic_ns()
             tl = self.timeline
-            for t, _, _ in batch:
+            for t, _, _ in done:
                 tl.issued.append(t)
                 tl.completed.append(now)
-            self.completed += len(batch)
+            self.completed += len(done)
 
     def warmup(self, runs: int = 2) -> None:
         np = self._np
         shape = [self.info.fixed_batch or self.batch_size, *self.meta["shape"][1:]]
         x = np.zeros(shape, dtype=np.float32)
-        for _ in range(runs):
-            self.session.run(self.post.output_names, {self.info.input_name: x})
+        for session in self.sessions:
+            for _ in range(runs):
+                session.run(self.post.output_names, {self.info.input_name: x})
 
-    def run(self, settings: Any, outdir: Path) -> Timeline:
+    def run(self, settings: Any, outdir: Path, *, ordered: bool = False) -> Timeline:
+        """One LoadGen test. ``ordered``: complete samples in the order they were issued (an
+        accuracy run: the accuracy log's bytes then do not depend on the number of sessions)."""
         lg = self.lg
         outdir.mkdir(parents=True, exist_ok=True)
         self.timeline = Timeline()
         self.failure = None
+        self.ordered = ordered
+        self._seq = 0
         self.post_queue: queue.SimpleQueue = queue.SimpleQueue()
-        worker = threading.Thread(target=self._worker, name="mlbuild-sut", daemon=True)
+        workers = [
+            threading.Thread(target=self._worker, args=(sess,), name=f"mlbuild-sut-{k}", daemon=True)
+            for k, sess in enumerate(self.sessions)
+        ]
         completer = threading.Thread(target=self._completer, name="mlbuild-sut-complete", daemon=True)
-        worker.start()
+        for w in workers:
+            w.start()
         completer.start()
         fast = hasattr(lg, "ConstructFastSUT")
         sut = lg.ConstructFastSUT(self.issue_fast, self.flush) if fast else lg.ConstructSUT(self.issue, self.flush)
@@ -341,8 +397,10 @@ class Harness:
             lg.StartTestWithLogSettings(sut, qsl, settings, log_settings)
         finally:
             os.chdir(cwd)
-            self.queue.put(None)
-            worker.join()
+            for _ in workers:
+                self.queue.put(None)
+            for w in workers:
+                w.join()
             self.post_queue.put(None)
             completer.join()
             (lg.DestroyFastSUT if fast else lg.DestroySUT)(sut)
