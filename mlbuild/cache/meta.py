@@ -42,11 +42,11 @@ class EntryMeta:
 
     def fingerprint(self) -> bytes:
         """What a signature signs (after Nix's ``1;path;narHash;narSize;refs``): the entry, its content
-        hash, the stream's hash and size, its references, and the digest of its deriver."""
+        hash, the stream's hash and size, its references, the digest of its deriver, and its sandbox."""
         return ";".join([
             FORMAT, self.name, self.kind, f"{self.method}:{self.sha256}", str(self.size), f"blake3:{self.blake3}",
             f"nar:{self.nar_sha256}", str(self.nar_size), ",".join(self.references),
-            sha256_hex(canonical_json(dict(self.deriver))),
+            sha256_hex(canonical_json(dict(self.deriver))), self.sandbox,
         ]).encode()
 
     def to_json(self) -> bytes:

@@ -59,7 +59,10 @@ class TransferReport:
 def closure_order(store: Store, names: Iterable[str]) -> list[str]:
     """The closure of ``names`` in the store, references before referrers (ties by name)."""
     todo = sorted(store.closure(names))
-    refs = {n: set(store.info(n).references) - {n} if store.info(n) else set() for n in todo}
+    refs: dict[str, set[str]] = {}
+    for n in todo:
+        info = store.info(n)
+        refs[n] = set(info.references) - {n} if info is not None else set()
     done: set[str] = set()
     out: list[str] = []
 
@@ -98,7 +101,7 @@ def _compress(store: Store, name: str, on_bytes: Callable[[int], None]) -> tuple
         with os.fdopen(fd, "wb") as f:
             out = _HashingFile(f)
             cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, threads=-1)
-            with cctx.stream_writer(out, closefd=False) as w:
+            with cctx.stream_writer(out, closefd=False) as w:  # type: ignore[arg-type]
                 for chunk in nar.serialise(store.path(name)):
                     stream.update(chunk)
                     size += len(chunk)
@@ -165,8 +168,8 @@ def push(store: Store, backend: Backend, names: Iterable[str], *, key: Ed25519Pr
     report = TransferReport()
     start = time.monotonic()
     if backend.size(INFO_KEY) is None:
-        from . import FORMAT
         from ..hashing import canonical_json
+        from . import FORMAT
 
         backend.put_bytes(INFO_KEY, canonical_json({"format": FORMAT}) + b"\n")
     todo: list[tuple[str, EntryMeta | None]] = []
@@ -175,11 +178,19 @@ def push(store: Store, backend: Backend, names: Iterable[str], *, key: Ed25519Pr
             raise CacheError(f"`{n}` is not a valid entry of the store `{store.root}`; nothing to upload",
                              hints=["realize it first"])
         have = _existing(backend, n)
-        if have is not None and (kid is None or have.signed_by(kid)):
+        info = store.info(n)
+        assert info is not None
+        if have is not None and (have.sha256, have.method) != (info.hash.sha256, info.hash.method):
+            have = None  # metadata for other content under this name: replaced
+        payload_ok = have is not None and backend.size(nar_key(have.nar_sha256)) == have.file_size
+        if have is not None and payload_ok and (kid is None or have.signed_by(kid)):
             report.skipped.append(n)
         else:
-            todo.append((n, have))
-    total = sum(store.info(n).hash.size for n, _ in todo)  # type: ignore[union-attr]
+            todo.append((n, have if payload_ok else None))
+    total = 0
+    for n, _ in todo:
+        info = store.info(n)
+        total += info.hash.size if info is not None else 0
     meter = TransferMeter(total)
     task = f"copy:{backend.url}"
     rep.on_task_start(task, f"copy to {backend.url}", total)
@@ -191,7 +202,7 @@ def push(store: Store, backend: Backend, names: Iterable[str], *, key: Ed25519Pr
     for n, have in todo:
         info = store.info(n)
         assert info is not None
-        if have is not None and backend.size(nar_key(have.nar_sha256)) == have.file_size:
+        if have is not None:
             meta = have  # signing what is there: the payload stays
             advance(info.hash.size)
         else:
@@ -225,9 +236,10 @@ def push(store: Store, backend: Backend, names: Iterable[str], *, key: Ed25519Pr
             if data is not None:
                 with contextlib.suppress(CacheFormatError):
                     old = parse_trace(data, drv, trace_key(drv))
-                    if old.entry == n and old.sha256 == t.sha256 and (kid is None or any(k == kid for k, _ in old.sigs)):
+                    same = old.entry == n and old.sha256 == t.sha256
+                    if same and (kid is None or any(k == kid for k, _ in old.sigs)):
                         continue
-                    if old.entry == n and old.sha256 == t.sha256:
+                    if same:
                         t = Trace(drv, n, t.sha256, old.sigs)
             backend.put_bytes(trace_key(drv), (t.signed(key) if key is not None else t).to_json())
             report.traces += 1
@@ -342,7 +354,7 @@ def pull_one(store: Store, backend: Backend, m: EntryMeta, *, held: str | None =
             if got_size != m.file_size:
                 raise CacheFormatError(
                     f"the payload of `{m.name}` ({where}) has {got_size} bytes, its metadata gives {m.file_size}"
-                    + (" (a truncated upload)" if got_size < m.file_size else ""),
+                    + (" (a truncated upload)" if got_size < m.file_size else " (tampered or damaged)"),
                     hints=["push the entry again: `mlbuild copy --to` re-uploads what does not match"])
             file_sha = _file_sha256(payload)
             if file_sha != m.file_sha256:

@@ -121,7 +121,8 @@ class S3Server:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                 return
             if self.proc.poll() is not None:
-                raise RuntimeError(f"rclone serve s3 exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"rclone serve s3 exited: {err}")
             time.sleep(0.05)
         self.stop()
         raise RuntimeError("rclone serve s3 did not start listening in 20 s")
