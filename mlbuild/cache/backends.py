@@ -233,7 +233,7 @@ class S3Backend:
         endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
         region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
         cfg = botocore.config.Config(connect_timeout=timeout, read_timeout=timeout,
-                                     retries={"max_attempts": 2, "mode": "standard"},
+                                     retries={"max_attempts": 1, "mode": "standard"},
                                      s3={"addressing_style": "path" if endpoint else "auto"})
         self.client = boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=region, config=cfg)
 

@@ -122,3 +122,14 @@ def test_copy_from_requires_trusted_signatures(locked: Project, keys: Path, tmp_
     r = locked.cli("copy", "--from", str(cache), "bundle", store=other, expect=None)
     assert r.code == 11 and "untrusted key" in r.error, r.err
     assert locked.registered(other) == set()
+
+
+def test_progress_line_has_bytes_rate_and_eta() -> None:
+    from mlbuild.reporter import TransferMeter
+
+    now = [100.0]
+    m = TransferMeter(300 << 20, clock=lambda: now[0])
+    assert m.line().endswith("ETA ?")
+    now[0] = 102.0
+    m.add(100 << 20)
+    assert m.line() == "100.0 MiB / 300.0 MiB, 50.0 MiB/s, ETA 4 s"
