@@ -380,7 +380,6 @@ def cmd_realize(ctx: Ctx) -> int:
             paths = r.run()
         finally:
             _report_substitution(ctx, subs)
-        _push_built(ctx, r)
         if not store.read_only:
             from .provenance import attest_result
 
@@ -396,6 +395,7 @@ def cmd_realize(ctx: Ctx) -> int:
 
                 plancache.save(store.meta, cache_key, {t: r.entry(t) for t in graph.targets},
                                {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure))
+        _push_built(ctx, r)  # last: a cache that fails leaves the realized store complete (signed, rooted)
         checks = r.check(ctx.args.targets) if ctx.args.check else []
     ctx.close()
     for t in graph.targets:
