@@ -111,6 +111,30 @@ class DirBackend:
             raise CacheError(f"cannot write `{key}` into the cache `{self.url}`: {e.strerror or e}", url=self.url,
                              hints=["check that the directory is writable and has free space"]) from e
 
+    def scratch(self) -> Path:
+        """Where a payload can be written so that :meth:`move_in` renames it into place (no second copy)."""
+        d = self.root / ".tmp"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CacheError(f"cannot write into the cache `{self.url}`: {e.strerror or e}", url=self.url) from e
+        return d
+
+    def move_in(self, key: str, src: Path) -> None:
+        """Put ``src`` (a file in :meth:`scratch`) at ``key``: fsync, then an atomic rename."""
+        path = self._path(key)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(src, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(src, path)
+        except OSError as e:
+            raise CacheError(f"cannot write `{key}` into the cache `{self.url}`: {e.strerror or e}", url=self.url,
+                             hints=["check that the directory is writable and has free space"]) from e
+
     def put_file(self, key: str, src: Path, on_bytes: OnBytes | None = None) -> None:
         def write(f: Any) -> None:
             with open(src, "rb") as fi:
