@@ -375,7 +375,15 @@ def pull_one(store: Store, backend: Backend, m: EntryMeta, *, held: str | None =
         with store.staging(m.name) as staging:
             payload = staging / "payload.nar.zst"
             where = f"`{nar_key(m.nar_sha256)}` in `{backend.url}`"
-            if not backend.download(nar_key(m.nar_sha256), payload):
+            got_bytes = [0]
+
+            def bounded(n: int) -> None:  # a server that sends more than the metadata says is cut off
+                got_bytes[0] += n
+                if got_bytes[0] > m.file_size:
+                    raise CacheFormatError(f"the payload of `{m.name}` ({where}) is larger than the {m.file_size} "
+                                           f"bytes its metadata gives (tampered or damaged)")
+
+            if not backend.download(nar_key(m.nar_sha256), payload, bounded):
                 raise CacheFormatError(f"the payload of `{m.name}` ({where}) is missing",
                                        hints=["push the entry again: `mlbuild copy --to`"])
             got_size = payload.stat().st_size
@@ -389,8 +397,17 @@ def pull_one(store: Store, backend: Backend, m: EntryMeta, *, held: str | None =
                 raise CacheFormatError(f"the payload of `{m.name}` ({where}) has sha256 {file_sha}, its metadata "
                                        f"gives {m.file_sha256} (tampered or damaged)")
             out = staging / "out"
-            _unpack(payload, m, out, on_bytes)
-            payload.unlink()
+            try:
+                _unpack(payload, m, out, on_bytes)
+                payload.unlink()
+            except OSError as e:
+                from ..errors import StoreError
+
+                raise StoreError(f"cannot unpack `{m.name}` into `{staging}`: {e.strerror or e}",
+                                 hints=["check free space and permissions of the store"]) from e
+            if m.method == "flat" and (out.is_symlink() or not out.is_file()):
+                raise CacheFormatError(f"`{m.name}` from `{backend.url}` is a flat entry, but its payload is not "
+                                       f"a single file")
             got = hash_path(out, m.method)  # type: ignore[arg-type]
             if (got.sha256, got.size, got.blake3) != (m.sha256, m.size, m.blake3):
                 raise CacheFormatError(f"`{m.name}` from `{backend.url}` has content sha256 {got.sha256} "

@@ -133,3 +133,28 @@ def test_progress_line_has_bytes_rate_and_eta() -> None:
     now[0] = 102.0
     m.add(100 << 20)
     assert m.line() == "100.0 MiB / 300.0 MiB, 50.0 MiB/s, ETA 4 s"
+
+
+@pytest.mark.parametrize("name", [b"..", b"a/b", b"", b"."])
+def test_hostile_stream_names_are_refused(tmp_path: Path, name: bytes) -> None:
+    import io
+    import struct
+
+    from mlbuild.errors import CacheFormatError
+
+    u64 = struct.Struct("<Q").pack
+    stream = nar.MAGIC + b"D" + u64(1) + u64(len(name)) + name + b"F-" + u64(1) + b"x"
+    with pytest.raises(CacheFormatError, match="refusing the name"):
+        nar.deserialise(io.BytesIO(stream), tmp_path / "out", limit=len(stream))
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_stream_longer_than_its_metadata_is_refused(tmp_path: Path) -> None:
+    import io
+
+    from mlbuild.errors import CacheFormatError
+
+    (tmp_path / "f").write_bytes(b"y" * 1000)
+    stream = b"".join(nar.serialise(tmp_path / "f"))
+    with pytest.raises(CacheFormatError, match="longer than the 100 bytes"):
+        nar.deserialise(io.BytesIO(stream), tmp_path / "out", limit=100)
