@@ -97,12 +97,22 @@ class RichReporter:
 
     def __init__(self, printer: Printer) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
 
         self.p = printer
         self.console = Console(stderr=True)
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 DownloadColumn(), TimeElapsedColumn(), console=self.console, transient=True)
+                                 DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(), TimeElapsedColumn(),
+                                 console=self.console, transient=True)
         self.tasks: dict[str, Any] = {}
         self.progress.start()
 
@@ -360,12 +370,16 @@ def cmd_realize(ctx: Ctx) -> int:
         from .graph import rerun
 
         graph = rerun(graph, store.realisation, store.is_valid)
+    subs = _substituters(ctx)
     with store.session():
         r = Realizer(store, graph, fetcher_factory=ctx.fetcher_factory(ctx.args.offline), reporter=ctx.reporter,
-                     jobs=ctx.args.jobs, offline=ctx.args.offline)
+                     jobs=ctx.args.jobs, offline=ctx.args.offline, substituter=subs)
         if ctx.args.offline:
             _offline_preflight(ctx, graph)
-        paths = r.run()
+        try:
+            paths = r.run()
+        finally:
+            _report_substitution(ctx, subs)
         if not store.read_only:
             from .provenance import attest_result
 
@@ -381,6 +395,7 @@ def cmd_realize(ctx: Ctx) -> int:
 
                 plancache.save(store.meta, cache_key, {t: r.entry(t) for t in graph.targets},
                                {t: graph.nodes[t].kind for t in graph.targets}, sorted(closure), store.plan_stamp())
+        _push_built(ctx, r)  # last: a cache that fails leaves the realized store complete (signed, rooted)
         checks = r.check(ctx.args.targets) if ctx.args.check else []
     ctx.close()
     for t in graph.targets:
@@ -472,6 +487,77 @@ def cmd_sweep(ctx: Ctx) -> int:
         print(f"report: {path / 'report.html'}")
     print(path)
     return 0 if result.best is not None else 1
+
+
+
+def _substituters(ctx: Ctx) -> Any:
+    """The binary caches realize asks before building (`--substituter`, $MLBUILD_SUBSTITUTERS)."""
+    if not ctx.args.substituter and not os.environ.get("MLBUILD_SUBSTITUTERS"):
+        return None
+    from .substitute import from_cli
+
+    return from_cli(ctx.args.substituter or [], ctx.reporter)
+
+
+def _report_substitution(ctx: Ctx, subs: Any) -> None:
+    if subs is None:
+        return
+    for url, why in subs.dead.items():
+        ctx.printer.err(f"substituter {url} skipped for this run: {why}")
+    for entry, url, why in subs.refused:
+        ctx.printer.err(f"refused `{entry}` from {url} (built here instead): {why}")
+    if subs.substituted:
+        ctx.printer.info(f"substituted {len(subs.substituted)} entries from binary caches")
+
+
+def _push_built(ctx: Ctx, r: Any) -> None:
+    """`realize --push URL`: upload what this run built (and its closure) to each cache."""
+    if not ctx.args.push:
+        return
+    from .substitute import push, signing_key
+
+    key = signing_key()
+    if key is None:
+        ctx.printer.err("note: no signing key (`mlbuild key generate`): pushed entries are unsigned, "
+                        "and substituters refuse unsigned entries")
+    for url, rep in push(ctx.store, ctx.args.push, r.built, key=key, reporter=ctx.reporter):
+        ctx.printer.info(f"push {url}: {rep.summary('uploaded')}")
+
+
+def cmd_copy(ctx: Ctx) -> int:
+    from .cache import select, transfer
+    from .cache.backends import open_cache
+
+    args = ctx.args
+
+    def plan(targets: list[str]) -> Any:
+        return _plan(ctx, targets)
+
+    store = ctx.store
+    if args.to:
+        from .substitute import signing_key
+
+        key = signing_key(args.key)
+        if key is None:
+            ctx.printer.err("note: no signing key (`mlbuild key generate`, or `--key FILE`): the entries are "
+                            "uploaded unsigned, and substituters refuse unsigned entries")
+        backend = open_cache(args.to)
+        names = select.entries_to_push(store, args.items, plan)
+        rep = transfer.push(store, backend, names, key=key, closure=not args.no_closure, reporter=ctx.reporter)
+        ctx.printer.info(rep.summary("uploaded"))
+    else:
+        from .provenance import trusted_keys
+
+        backend = open_cache(args.from_)
+        policy = transfer.Policy(trusted_keys([], os.environ), require_sigs=not args.no_check_sigs)
+        with store.session():
+            names = select.entries_to_pull(store, backend, args.items, plan, policy)
+            rep = transfer.pull(store, backend, names, policy, closure=not args.no_closure, reporter=ctx.reporter)
+        ctx.printer.info(rep.summary("downloaded"))
+    ctx.close()
+    for n in names:
+        print(store.path(n))
+    return 0
 
 
 def _offline_preflight(ctx: Ctx, graph: Any) -> None:
@@ -1172,8 +1258,8 @@ def _run_flags(p: argparse.ArgumentParser) -> None:
 
 
 # Every top-level command, in the order `mlbuild --help` lists them (a test holds this to the parser).
-COMMANDS = ("init", "add", "lock", "realize", "show", "graph", "why-depends", "log", "gc", "store", "mirror",
-            "results", "key", "verify", "export", "reproduce", "diff", "submission", "sweep")
+COMMANDS = ("init", "add", "lock", "realize", "copy", "show", "graph", "why-depends", "log", "gc", "store",
+            "mirror", "results", "key", "verify", "export", "reproduce", "diff", "submission", "sweep")
 
 
 class _Skipped:
@@ -1265,9 +1351,29 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="no network; list what is missing")
     p.add_argument("--rerun", action="store_true",
                    help="measure run targets' performance again (a new repeat; earlier ones are kept)")
+    p.add_argument("--substituter", metavar="URL", action="append",
+                   help="a binary cache to take entries from instead of building them (a directory, "
+                        "http(s)://..., s3://bucket/prefix); repeatable, asked in order; also "
+                        "$MLBUILD_SUBSTITUTERS (space-separated); signatures by $MLBUILD_TRUSTED_KEYS")
+    p.add_argument("--push", metavar="URL", action="append",
+                   help="upload what this run built (with its closure) to a binary cache; repeatable")
     _run_flags(p)
     _ray_flags(p)
     p.set_defaults(func=cmd_realize)
+
+    p = add("copy", "copy store entries (with their closure) to or from a binary cache",
+            "examples:\n  mlbuild copy --to ../cache yolox-coco128-offline\n"
+            "  mlbuild copy --to s3://bucket/mlbuild coco128-letterbox     # AWS_ENDPOINT_URL for S3-compatible\n"
+            "  mlbuild copy --from http://cache.example:8080/ coco128-letterbox")
+    p.add_argument("items", nargs="+", metavar="TARGET|PATH")
+    direction = p.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--to", metavar="URL", help="upload to this cache (a directory, http(s)://, s3://)")
+    direction.add_argument("--from", dest="from_", metavar="URL", help="download from this cache")
+    p.add_argument("--no-closure", action="store_true", help="only the entries named, not what they reference")
+    p.add_argument("--key", metavar="FILE", help="sign with this private key (default: your own, if you have one)")
+    p.add_argument("--no-check-sigs", action="store_true",
+                   help="with --from: accept entries no trusted key signed (hashes are still checked)")
+    p.set_defaults(func=cmd_copy)
 
     p = add("show", "describe a target or a store entry")
     p.add_argument("target", nargs="?", metavar="TARGET|PATH")

@@ -201,3 +201,25 @@ class TooLargeError(_SourceFetchError):
 
 class ArchiveBombError(UnsafeArchiveError, TooLargeError):
     """An archive expands past the lock's size for it, or past the expansion bound when pinning."""
+
+
+class CacheError(MlbuildError):
+    """A binary cache (directory, HTTP or S3) could not be read or written, or holds something wrong."""
+
+    exit_code = 11
+
+    def __init__(self, message: str, *, url: str | None = None, hints: Sequence[str] = ()) -> None:
+        super().__init__(message, hints=hints)
+        self.url = url
+
+
+class CacheUnreachableError(CacheError):
+    """A binary cache did not answer in time or refused the connection (it is skipped for the run)."""
+
+
+class CacheFormatError(CacheError):
+    """A cache's metadata or serialised entry is malformed, truncated, or does not match its hashes."""
+
+
+class CacheTrustError(CacheError):
+    """A cache entry is unsigned, or signed by no trusted key, or its signature does not verify."""

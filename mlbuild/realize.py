@@ -57,6 +57,7 @@ class Realizer:
         jobs: int = 2,
         offline: bool = False,
         force: Iterable[str] = (),
+        substituter: Callable[[Store, Node, str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.graph = graph
@@ -64,6 +65,9 @@ class Realizer:
         self.jobs = max(1, jobs)
         self.offline = offline
         self.force = set(force)
+        # binary caches asked before building (mlbuild.substitute.Substituters): entry's sha256, or None
+        self.substituter = substituter
+        self.substituted: list[str] = []  # entries this run took from a cache
         self._fetcher_factory = fetcher_factory
         self._fetcher: Any = None
         self._fetcher_lock = threading.Lock()
@@ -170,6 +174,12 @@ class Realizer:
         with self.store.entry_lock(entry):
             if self._settle_if_valid(node, entry):
                 return  # another process made it while we waited
+            if self.substituter is not None and entry not in self.force:
+                sha = self.substituter(self.store, node, entry)
+                if sha is not None:
+                    self.substituted.append(entry)
+                    self._settle(node, entry, sha)
+                    return
             with self.store.staging(entry) as staging:
                 got = self._fetch(node, staging) if node.fixed else self._build(node, entry, staging)
             self.force.discard(entry)
