@@ -339,9 +339,13 @@ def realize_graph(store: Any, graph: Any, *, lock_path: Path | None, fetcher_fac
     from .provenance import attest_result
     from .realize import Realizer
 
+    from .substitute import from_cli
+
     (target,) = graph.targets
+    subs = from_cli([], reporter)  # $MLBUILD_SUBSTITUTERS, as `mlbuild realize` asks them
     with store.session():
-        r = Realizer(store, graph, fetcher_factory=fetcher_factory, reporter=reporter, jobs=jobs, offline=False)
+        r = Realizer(store, graph, fetcher_factory=fetcher_factory, reporter=reporter, jobs=jobs, offline=False,
+                     substituter=subs)
         paths = r.run()
         if not store.read_only:
             lock_file = lock_path if lock_path is not None and lock_path.exists() else None
