@@ -107,6 +107,12 @@ def _side(token: str, cats: Mapping[int, str] | None, who: str, spec: str) -> in
     return found
 
 
+def _placeholder(name: str, cid: int) -> bool:
+    """True for a class name that carries no meaning beyond its id (``3``, ``class 3``, ``class_3``)."""
+    n = normalise(name).replace("_", " ").replace("-", " ")
+    return n in (str(cid), f"class {cid}", f"class{cid}", f"category {cid}", f"cls {cid}")
+
+
 def resolve(spec: str, model: Mapping[int, str] | None, categories: Sequence[Mapping[str, Any]],
             *, model_name: str = "the model", gt_name: str = "annotations.json") -> LabelMap:
     """The label map ``spec`` means for a model with labels ``model`` (label -> class name, None
@@ -128,7 +134,8 @@ def resolve(spec: str, model: Mapping[int, str] | None, categories: Sequence[Map
                     f"(model ids {_listing(sorted(model))}; ground truth ids {_listing(sorted(gt_ids))})",
                     hints=[HINT_NAME],
                 )
-            clash = [i for i in common if normalise(model[i]) != normalise(gt[i])]
+            # a ground-truth name that only restates its id ("3", "class 3") contradicts nothing
+            clash = [i for i in common if not _placeholder(gt[i], i) and normalise(model[i]) != normalise(gt[i])]
             if clash:
                 pairs = [f"{i}: `{model[i]}` vs `{gt[i]}`" for i in clash]
                 raise InputError(

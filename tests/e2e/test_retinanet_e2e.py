@@ -83,4 +83,4 @@ def test_retinanet_locks_and_runs_on_standins(project: Project, tmp_path: Path) 
     assert "nms_iou" not in run["params"] and run["params"]["label_map"] == "id"
     refused = project.run("realize", "retinanet-offline", "--set", "nms_iou=0.5", check=False)
     assert refused.returncode != 0
-    assert "parameter `nms_iou` applies to model_kind yolox, not `retinanet`" in refused.stderr
+    assert "parameter `nms_iou` applies to decoder yolox, ultralytics, not `boxes-scores-labels`" in refused.stderr

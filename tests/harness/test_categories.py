@@ -164,6 +164,11 @@ def test_a_wrong_label_map_fails_before_inference(tmp_path, subset_doc, letterbo
 def test_resolve_checks_the_map():
     gt = [{"id": 7, "name": "dog"}, {"id": 9, "name": "traffic_light"}]
     model = dict(COCO80)
+    # names that only restate ids contradict nothing: scored by id
+    generic = [{"id": 1, "name": "class 1"}, {"id": 2, "name": "2"}, {"id": 3, "name": "class_3"}]
+    assert categories.resolve("id", model, generic).target(2) == 2
+    with pytest.raises(InputError, match=r"name different classes .* \(3: `car` vs `truck`\)"):
+        categories.resolve("id", model, [*generic[:2], {"id": 3, "name": "truck"}])
     lm = categories.resolve("name", model, gt)
     assert lm.table == {18: 7, 10: 9} and lm.target(18) == 7 and lm.target(1) is None
     lm = categories.resolve("id", None, gt)  # RetinaNet: labels unknown before the run, mapped by id
