@@ -338,7 +338,6 @@ def realize_graph(store: Any, graph: Any, *, lock_path: Path | None, fetcher_fac
     """Realize a one-target run graph as `mlbuild realize` does (attestation, lock roots); its path."""
     from .provenance import attest_result
     from .realize import Realizer
-
     from .substitute import from_cli
 
     (target,) = graph.targets
