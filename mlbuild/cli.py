@@ -1493,7 +1493,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="DIR", help="also copy the package (writable) into DIR")
     p.add_argument("--offline", action="store_true", help="no network (a submission target's runs)")
     p.add_argument("--json", action="store_true", help="`check`: the report as JSON")
-    p.set_defaults(func=cmd_submission, check=False, rerun=False, set=None)
+    # cmd_realize reads these (`mlbuild realize` flags a submission target does not take)
+    p.set_defaults(func=cmd_submission, check=False, rerun=False, set=None, substituter=None, push=None, ray=None)
 
     p = add("sweep", "run a target over every combination of parameter values; table, best point, Pareto front",
             "examples:\n  mlbuild sweep yolox-coco128-offline --set sessions=1,2 --set intra_op_threads=1,2\n"

@@ -91,11 +91,11 @@ def test_sweep_runs_every_point_reuses_them_and_names_the_best(sweep_project: Pr
 def test_a_point_that_fails_while_running_is_reported(sweep_project: Project, local_sweep: dict) -> None:
     # a YOLOX model decoded as RetinaNet fails inside the run; the yolox point is reused
     r = sweep_project.run("sweep", TARGET, "--mirror", str(MIRROR), *SHORT, "--set", "sessions=2",
-                          "--set", "model_kind=retinanet,yolox", check=False)
+                          "--set", "decoder=retinanet,yolox", check=False)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     row = next(ln for ln in lines if ln.startswith("retinanet"))
-    assert "FAILED" in row and "model_kind `retinanet`" in row
+    assert "FAILED" in row and "boxes-scores-labels" in row, row
     assert next(ln for ln in lines if ln.startswith("yolox")).find(local_sweep["points"][1]["entry"]) > 0
     assert "1 of 2 point(s) failed" in r.stdout
 
