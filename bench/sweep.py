@@ -46,6 +46,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="measurements of every point (medians compared)")
     ap.add_argument("--min-duration-ms", type=int, default=10000)
+    # Offline issues target_qps x min_duration samples: a point faster than target_qps finishes early and is
+    # INVALID (min duration not met), so the bench sets it above what any point reaches here.
+    ap.add_argument("--target-qps", type=float, default=200.0, help="Offline expected QPS for every point")
     ap.add_argument("--sessions", default="1,2,3")
     ap.add_argument("--threads", default="0,1,2", help="intra_op_threads values (0 = ONNX Runtime's default)")
     ap.add_argument("--store", type=Path, help="store to use (default: $MLBUILD_STORE, else a temp one)")
@@ -57,7 +60,7 @@ def main() -> int:
     if sessions[0] != 1 or threads[0] != 0:
         raise SystemExit("the first point must be the default configuration: --sessions 1,... --threads 0,...")
     axes = ["--set", f"sessions={args.sessions}", "--set", f"intra_op_threads={args.threads}"]
-    fixed = ["--set", f"min_duration_ms={args.min_duration_ms}"]
+    fixed = ["--set", f"min_duration_ms={args.min_duration_ms}", "--set", f"target_qps={args.target_qps}"]
     tmp = None
     store = args.store or (Path(os.environ["MLBUILD_STORE"]) if os.environ.get("MLBUILD_STORE") else None)
     if store is None:
@@ -91,6 +94,7 @@ def main() -> int:
         "target": TARGET,
         "repeats": args.repeats,
         "min_duration_ms": args.min_duration_ms,
+        "target_qps": args.target_qps,
         "default": {"settings": default["settings"], "samples_per_second_median": default["median"],
                     "runs": default["samples_per_second"], "valid": default["valid"]},
         "best": None if best is None else {"settings": best["settings"], "samples_per_second_median": best["median"],
