@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from .plancache import Plan
 
-KEY_NAME = "mlbuild-ed25519.key"  # keypaths.PRIVATE_NAME
+KEY_NAME = "mlbuild-ed25519.key"  # the private signing key (keypaths.PRIVATE_NAME)
 
 
 def _abs(path: str) -> str | None:
@@ -47,8 +47,8 @@ def find_root(start: str) -> str | None:
         d = parent
 
 
-def _read_only(meta: str) -> bool:
-    """``mlbuild.store._is_read_only``."""
+def read_only(meta: str | os.PathLike[str]) -> bool:
+    """Whether a store's metadata directory cannot be written (a read-only mount, or no write permission)."""
     try:
         if os.statvfs(meta).f_flag & os.ST_RDONLY:
             return True
@@ -57,13 +57,16 @@ def _read_only(meta: str) -> bool:
     return not os.access(meta, os.W_OK)
 
 
-def signing_key_file(environ: Mapping[str, str] | None = None) -> str:
-    """``keypaths.signing_key_path()`` as a string."""
+def keys_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where signing keys live: ``$MLBUILD_KEYS``, else ``~/.config/mlbuild/keys`` (``mlbuild.keypaths``)."""
     env = os.environ if environ is None else environ
     if env.get("MLBUILD_KEYS"):
-        return os.path.join(env["MLBUILD_KEYS"], KEY_NAME)
-    home = env.get("HOME") or os.path.expanduser("~")
-    return os.path.join(home, ".config", "mlbuild", "keys", KEY_NAME)
+        return env["MLBUILD_KEYS"]
+    return os.path.join(env.get("HOME", os.path.expanduser("~")), ".config", "mlbuild", "keys")
+
+
+def signing_key_file(environ: Mapping[str, str] | None = None) -> str:
+    return os.path.join(keys_dir(environ), KEY_NAME)
 
 
 def _stamp_holds(meta: str, store: tuple[str, int, int]) -> bool:
@@ -105,7 +108,7 @@ def lookup(root: str, manifests: str, lock: str, targets: Sequence[str],
     if not all(os.path.lexists(os.path.join(root, e)) for e in plan.closure):
         return k, None
     runs = [plan.targets[t] for t in targets if plan.kinds.get(t) == "run"]
-    if runs and not _read_only(meta) and os.path.exists(signing_key_file()):
+    if runs and not read_only(meta) and os.path.exists(signing_key_file()):
         # a key appeared since: the full path signs these results
         att = os.path.join(meta, "attestations")
         if not all(os.path.exists(os.path.join(att, f"{e}.dsse.json")) for e in runs):

@@ -1,28 +1,28 @@
 """Where signing keys and attestations live: cheap paths, importing nothing heavy.
 
 The no-op `realize` asks :func:`unattested` (a key exists, a result has no attestation yet)
-without importing the provenance module and its crypto."""
+without importing the provenance module and its crypto; the key directory's rule lives in
+``mlbuild.fastpath`` (which answers the plainest no-op realize without importing this)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .fastpath import KEY_NAME
+from .fastpath import keys_dir as _keys_dir
+
 if TYPE_CHECKING:
     from .store import Store
 
-PRIVATE_NAME = "mlbuild-ed25519.key"
+PRIVATE_NAME = KEY_NAME
 PUBLIC_NAME = "mlbuild-ed25519.pub"
 
 
 def keys_dir(environ: Mapping[str, str] | None = None) -> Path:
     """``$MLBUILD_KEYS``, else ``~/.config/mlbuild/keys``."""
-    env = os.environ if environ is None else environ
-    if env.get("MLBUILD_KEYS"):
-        return Path(env["MLBUILD_KEYS"])
-    return Path(env.get("HOME", str(Path.home()))) / ".config" / "mlbuild" / "keys"
+    return Path(_keys_dir(environ))
 
 
 def signing_key_path(environ: Mapping[str, str] | None = None) -> Path:

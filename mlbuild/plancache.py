@@ -69,16 +69,21 @@ def code_files(pkg_dir: str | Path = PACKAGE_DIR) -> list[str]:
     return files
 
 
-def _digest_files(files: list[str], root: str) -> str:
-    h = _sha256()
-    for path in files:
+def _hash_files(h: Any, files: list[tuple[str, str]]) -> None:
+    """Feed ``h`` each (label, path): the label, the length and the bytes (a missing file marked)."""
+    for label, path in files:
         try:
             with open(path, "rb") as f:
                 data = f.read()
         except OSError:
             data = b"\0missing"
-        h.update(f"{os.path.relpath(path, root)}\0{len(data)}\0".encode())
+        h.update(f"{label}\0{len(data)}\0".encode())
         h.update(data)
+
+
+def _digest_files(files: list[str], root: str) -> str:
+    h = _sha256()
+    _hash_files(h, [(os.path.relpath(path, root), path) for path in files])
     return str(h.hexdigest())
 
 
@@ -161,14 +166,8 @@ def _shipped(h: Any, manifests: str) -> None:
         return
     if os.path.realpath(manifests) == os.path.realpath(shipped):
         return
-    for path in [*(os.path.join(shipped, n) for n in names), os.path.join(root, "lock", "mlbuild.lock")]:
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            data = b"\0missing"
-        h.update(f"shipped/{os.path.basename(path)}\0{len(data)}\0".encode())
-        h.update(data)
+    paths = [*(os.path.join(shipped, n) for n in names), os.path.join(root, "lock", "mlbuild.lock")]
+    _hash_files(h, [(f"shipped/{os.path.basename(path)}", path) for path in paths])
 
 
 def plans_dir(store_meta: str | Path) -> str:

@@ -44,11 +44,10 @@ def shipped_manifests() -> Path | None:
 
 def find_root(start: Path) -> Path | None:
     """The nearest directory at or above ``start`` that holds ``manifests/``."""
-    start = start.resolve()
-    for d in (start, *start.parents):
-        if (d / MANIFESTS).is_dir():
-            return d
-    return None
+    from .fastpath import find_root as find  # one search, shared with the no-op realize
+
+    found = find(str(start))
+    return Path(found) if found is not None else None
 
 
 def apply_defaults(args: Any, cwd: Path | None = None, environ: Any = None) -> Path | None:

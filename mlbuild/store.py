@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .errors import CorruptEntryError, StoreError
+from .fastpath import read_only
 from .locks import LockBusy, file_lock
 
 if TYPE_CHECKING:
@@ -266,15 +267,6 @@ def _pinned_entries(lock_file: str) -> set[str] | None:
     return set(lock_entries(lk))
 
 
-def _is_read_only(path: Path) -> bool:
-    try:
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return True
-    except OSError:
-        return False
-    return not os.access(path, os.W_OK)
-
-
 class Store:
     def __init__(self, root: Path, *, create: bool = True) -> None:
         self.root = root.absolute()
@@ -304,7 +296,7 @@ class Store:
                 if not self.marker_path.exists() and not self.registry_path.exists() and create \
                         and not self.on_disk() and not any((self.meta / "meta").glob("*.json")):
                     self._create_locked()
-        self.read_only = _is_read_only(self.meta)
+        self.read_only = read_only(self.meta)
 
     def _create(self) -> None:
         try:
